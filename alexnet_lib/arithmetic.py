@@ -1,0 +1,304 @@
+"""Convolution arithmetic: output sizes, receptive fields, per-layer tables and input-size checks.
+
+Output size of a convolution or pooling along one axis (input i, kernel k, stride s, padding p,
+dilation d)::
+
+    o = floor((i + 2p - d(k - 1) - 1) / s) + 1
+
+With ``ceil_mode=True`` (pooling) the floor becomes a ceiling, except that the last window must start
+inside the input or its left padding (PyTorch's rule). Receptive field r and jump j (the distance in input
+pixels between neighbouring outputs) grow layer by layer as ``r_out = r_in + d(k - 1) * j_in`` and
+``j_out = j_in * s`` (Dumoulin & Visin 2016; Araujo et al. 2019).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = [
+    "conv_output_size",
+    "pool_output_size",
+    "InputTooSmallError",
+    "LayerShape",
+    "trace_sizes",
+    "diagnose_input",
+    "check_input_size",
+    "receptive_fields",
+    "ReceptiveField",
+    "LayerRow",
+    "LayerTable",
+    "layer_table",
+]
+
+FORMULA = "o = floor((i + 2p - d(k-1) - 1) / s) + 1"
+
+
+def conv_output_size(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ceil_mode: bool = False) -> int:
+    """Output length of a convolution/pooling along one axis; may be <= 0 when the input is too small."""
+    if k < 1 or s < 1 or d < 1 or p < 0:
+        raise ValueError(f"need k, s, d >= 1 and p >= 0 (got k={k}, s={s}, p={p}, d={d})")
+    span = i + 2 * p - d * (k - 1) - 1
+    o = (math.ceil(span / s) if ceil_mode else math.floor(span / s)) + 1
+    if ceil_mode and o > 0 and (o - 1) * s >= i + p:  # last window would start in the right padding
+        o -= 1
+    return o
+
+
+def pool_output_size(i: int, k: int, s: int | None = None, p: int = 0, d: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Pooling uses the same formula; PyTorch's default stride is the kernel size."""
+    return conv_output_size(i, k, k if s is None else s, p, d, ceil_mode)
+
+
+class InputTooSmallError(ValueError):
+    """An input that shrinks to nothing (or to the wrong size) somewhere inside a model."""
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _geometry(m: nn.Module):
+    """(kernel, stride, padding, dilation, ceil_mode) per axis for layers that change spatial size."""
+    if isinstance(m, nn.Conv2d):
+        if isinstance(m.padding, str):
+            raise ValueError(f"padding={m.padding!r} is not supported by the arithmetic helpers")
+        return _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation), False
+    if isinstance(m, nn.MaxPool2d):
+        return _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding), _pair(m.dilation), \
+            m.ceil_mode
+    if isinstance(m, nn.AvgPool2d):
+        return _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding), (1, 1), m.ceil_mode
+    return None
+
+
+@dataclass
+class LayerShape:
+    name: str
+    layer: nn.Module
+    size_in: tuple[int, int]
+    size_out: tuple[int, int]
+
+
+def _named_leaves(module: nn.Module):
+    for name, m in module.named_modules():
+        if not list(m.children()):
+            yield name, m
+
+
+def trace_sizes(layers: nn.Module, input_size: int | tuple[int, int]) -> list[LayerShape]:
+    """Spatial size before and after each layer of a sequential stack, computed from the formula alone.
+
+    Stops after the first layer whose output would be empty (size <= 0).
+    """
+    h, w = _pair(input_size)
+    rows = []
+    for name, m in _named_leaves(layers):
+        g = _geometry(m)
+        if g is not None:
+            (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil = g
+            out = (conv_output_size(h, kh, sh, ph, dh, ceil), conv_output_size(w, kw, sw, pw, dw, ceil))
+        elif isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d):
+            out = tuple(o if o is not None else s for o, s in zip(_pair(m.output_size), (h, w)))
+        else:
+            out = (h, w)
+        rows.append(LayerShape(name, m, (h, w), out))
+        h, w = out
+        if h <= 0 or w <= 0:
+            break
+    return rows
+
+
+def diagnose_input(layers: nn.Module, input_size, *, model_name: str = "model", suggestion: str = "",
+                   prefix: str = "features.") -> InputTooSmallError | None:
+    """Return an error naming the first layer an input of ``input_size`` is too small for (or None)."""
+    for row in trace_sizes(layers, input_size):
+        if min(row.size_out) <= 0:
+            (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _geometry(row.layer)
+            i = row.size_in[0] if row.size_out[0] <= 0 else row.size_in[1]
+            k, s, p, d = (kh, sh, ph, dh) if row.size_out[0] <= 0 else (kw, sw, pw, dw)
+            o = conv_output_size(i, k, s, p, d)
+            return InputTooSmallError(
+                f"{model_name}: input {_pair(input_size)[0]}x{_pair(input_size)[1]} is too small. "
+                f"Layer '{prefix}{row.name}' ({type(row.layer).__name__}, kernel {k}, stride {s}, padding {p}"
+                f"{f', dilation {d}' if d != 1 else ''}) receives a {row.size_in[0]}x{row.size_in[1]} map, "
+                f"and {FORMULA} gives floor(({i} + {2 * p} - {d * (k - 1)} - 1) / {s}) + 1 = {o}. "
+                f"{suggestion}".strip()
+            )
+    return None
+
+
+def check_input_size(model: nn.Module, input_size) -> tuple[int, int]:
+    """Raise :class:`InputTooSmallError` if ``input_size`` collapses inside ``model.features``.
+
+    Returns the spatial size of the feature maps the classifier receives.
+    """
+    layers = getattr(model, "features", model)
+    prefix = "features." if layers is not model else ""
+    err = diagnose_input(layers, input_size, model_name=type(model).__name__,
+                         suggestion=getattr(model, "suggestion", ""), prefix=prefix)
+    if err is not None:
+        raise err
+    return trace_sizes(layers, input_size)[-1].size_out
+
+
+@dataclass
+class ReceptiveField:
+    name: str
+    kind: str
+    size: int  # output size along one axis
+    jump: int  # input pixels between neighbouring outputs
+    rf: int  # receptive field of one output, in input pixels
+    start: float  # centre of the first output's receptive field, in input pixel coordinates
+
+
+def receptive_fields(model: nn.Module, input_size: int) -> list[ReceptiveField]:
+    """Receptive field and jump after every conv/pool layer of ``model.features`` (one axis)."""
+    layers = getattr(model, "features", model)
+    prefix = "features." if layers is not model else ""
+    size, jump, rf, start = input_size, 1, 1, 0.5
+    rows = [ReceptiveField("input", "input", size, jump, rf, start)]
+    for name, m in _named_leaves(layers):
+        g = _geometry(m)
+        if g is None:
+            continue
+        (k, _), (s, _), (p, _), (d, _), ceil = g
+        k_eff = d * (k - 1) + 1
+        size = conv_output_size(size, k, s, p, d, ceil)
+        start = start + ((k_eff - 1) / 2 - p) * jump
+        rf = rf + (k_eff - 1) * jump
+        jump = jump * s
+        rows.append(ReceptiveField(prefix + name, type(m).__name__, size, jump, rf, start))
+    return rows
+
+
+@dataclass
+class LayerRow:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]  # per image, (C, H, W) or (F,)
+    params: int
+    flops: int  # forward FLOPs per image, as counted by torch's FlopCounterMode (a multiply-add = 2)
+    activation_bytes: int  # bytes of this layer's output per image, in float32
+
+    @property
+    def is_conv(self) -> bool:
+        return self.kind == "Conv2d"
+
+    @property
+    def is_linear(self) -> bool:
+        return self.kind == "Linear"
+
+
+def _fmt(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+class LayerTable:
+    """Per-layer output shape, parameters, FLOPs and activation memory of a model at one input size.
+
+    Renders as an HTML table in a notebook and as text in a terminal (``print(table)``).
+    """
+
+    columns = ("layer", "type", "output shape", "params", "FLOPs", "activations")
+
+    def __init__(self, model_name: str, input_shape: tuple[int, ...], rows: list[LayerRow]):
+        self.model_name, self.input_shape, self.rows = model_name, input_shape, rows
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def total_flops(self) -> int:
+        return sum(r.flops for r in self.rows)
+
+    @property
+    def total_activation_bytes(self) -> int:
+        return sum(r.activation_bytes for r in self.rows)
+
+    def share(self, kind: str) -> dict[str, float]:
+        """Fraction of parameters and FLOPs in layers of one type, e.g. ``share("Conv2d")``."""
+        rows = [r for r in self.rows if r.kind == kind]
+        return {"params": sum(r.params for r in rows) / max(1, self.total_params),
+                "flops": sum(r.flops for r in rows) / max(1, self.total_flops)}
+
+    def _cells(self, r: LayerRow) -> list[str]:
+        return [r.name, r.kind, "x".join(map(str, r.output_shape)), f"{r.params:,}", _fmt(r.flops),
+                f"{r.activation_bytes / 2**10:,.1f} KiB"]
+
+    def _total_cells(self) -> list[str]:
+        return ["total", "", "", f"{self.total_params:,}", _fmt(self.total_flops),
+                f"{self.total_activation_bytes / 2**20:,.2f} MiB"]
+
+    def __str__(self) -> str:
+        body = [list(self.columns)] + [self._cells(r) for r in self.rows] + [self._total_cells()]
+        widths = [max(len(row[i]) for row in body) for i in range(len(self.columns))]
+        line = lambda row: "  ".join(c.ljust(w) if i < 3 else c.rjust(w)  # noqa: E731
+                                     for i, (c, w) in enumerate(zip(row, widths)))
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        title = f"{self.model_name}, input {'x'.join(map(str, self.input_shape))}"
+        return "\n".join([title, line(body[0]), rule, *map(line, body[1:-1]), rule, line(body[-1])])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th>{esc(c)}</th>" for c in self.columns)
+        rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in self._cells(r)) + "</tr>"
+                       for r in self.rows)
+        total = "".join(f"<td><b>{esc(c)}</b></td>" for c in self._total_cells())
+        caption = f"{esc(self.model_name)}, input {'x'.join(map(str, self.input_shape))}"
+        return (f"<table><caption>{caption}</caption><thead><tr>{head}</tr></thead>"
+                f"<tbody>{rows}<tr>{total}</tr></tbody></table>")
+
+
+def layer_table(model: nn.Module, input_size: int | tuple[int, int], in_channels: int | None = None,
+                *, leaves_only: bool = True) -> LayerTable:
+    """Run one image through ``model`` and tabulate every leaf layer.
+
+    FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products;
+    ReLU, pooling and normalisation are not counted). The model runs in eval mode on its own device,
+    and its training mode is restored afterwards.
+    """
+    in_channels = in_channels or getattr(model, "in_channels", 3)
+    h, w = _pair(input_size)
+    check_input_size(model, (h, w))
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, in_channels, h, w, device=param.device if param is not None else "cpu")
+    leaves = [(n, m) for n, m in model.named_modules() if n and (not leaves_only or not list(m.children()))]
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
+             for n, m in leaves]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+        for hk in hooks:
+            hk.remove()
+    prefix = type(model).__name__
+    counts = {k: sum(v.values()) for k, v in counter.get_flop_counts().items()}
+    rows = []
+    for n, m in leaves:
+        if n not in shapes:
+            continue
+        shape = shapes[n]
+        rows.append(LayerRow(
+            name=n, kind=type(m).__name__, output_shape=shape,
+            params=sum(p.numel() for p in m.parameters(recurse=False)),
+            flops=int(counts.get(f"{prefix}.{n}", 0)),
+            activation_bytes=4 * math.prod(shape),
+        ))
+    return LayerTable(prefix, (in_channels, h, w), rows)
