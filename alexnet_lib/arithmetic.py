@@ -120,15 +120,17 @@ def diagnose_input(layers: nn.Module, input_size, *, model_name: str = "model", 
     """Return an error naming the first layer an input of ``input_size`` is too small for (or None)."""
     for row in trace_sizes(layers, input_size):
         if min(row.size_out) <= 0:
-            (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = _geometry(row.layer)
+            (kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil = _geometry(row.layer)
             i = row.size_in[0] if row.size_out[0] <= 0 else row.size_in[1]
             k, s, p, d = (kh, sh, ph, dh) if row.size_out[0] <= 0 else (kw, sw, pw, dw)
-            o = conv_output_size(i, k, s, p, d)
+            o = conv_output_size(i, k, s, p, d, ceil)
+            rounding = "ceil" if ceil else "floor"
             return InputTooSmallError(
                 f"{model_name}: input {_pair(input_size)[0]}x{_pair(input_size)[1]} is too small. "
                 f"Layer '{prefix}{row.name}' ({type(row.layer).__name__}, kernel {k}, stride {s}, padding {p}"
                 f"{f', dilation {d}' if d != 1 else ''}) receives a {row.size_in[0]}x{row.size_in[1]} map, "
-                f"and {FORMULA} gives floor(({i} + {2 * p} - {d * (k - 1)} - 1) / {s}) + 1 = {o}. "
+                f"and {FORMULA.replace('floor', rounding)} gives "
+                f"{rounding}(({i} + {2 * p} - {d * (k - 1)} - 1) / {s}) + 1 = {o}. "
                 f"{suggestion}".strip()
             )
     return None
@@ -159,7 +161,10 @@ class ReceptiveField:
 
 
 def receptive_fields(model: nn.Module, input_size: int) -> list[ReceptiveField]:
-    """Receptive field and jump after every conv/pool layer of ``model.features`` (one axis)."""
+    """Receptive field and jump after every conv/pool layer of ``model.features`` (one axis).
+
+    Adaptive pooling (``alexnet_small``'s resize to 3x3) has no fixed kernel and is not listed.
+    """
     layers = getattr(model, "features", model)
     prefix = "features." if layers is not model else ""
     size, jump, rf, start = input_size, 1, 1, 0.5
@@ -262,8 +267,8 @@ class LayerTable:
                 f"<tbody>{rows}<tr>{total}</tr></tbody></table>")
 
 
-def layer_table(model: nn.Module, input_size: int | tuple[int, int], in_channels: int | None = None,
-                *, leaves_only: bool = True) -> LayerTable:
+def layer_table(model: nn.Module, input_size: int | tuple[int, int],
+                in_channels: int | None = None) -> LayerTable:
     """Run one image through ``model`` and tabulate every leaf layer.
 
     FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products;
@@ -275,7 +280,7 @@ def layer_table(model: nn.Module, input_size: int | tuple[int, int], in_channels
     check_input_size(model, (h, w))
     param = next(model.parameters(), None)
     x = torch.zeros(1, in_channels, h, w, device=param.device if param is not None else "cpu")
-    leaves = [(n, m) for n, m in model.named_modules() if n and (not leaves_only or not list(m.children()))]
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
              for n, m in leaves]
