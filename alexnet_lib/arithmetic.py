@@ -116,7 +116,7 @@ def trace_sizes(layers: nn.Module, input_size: int | tuple[int, int]) -> list[La
 
 
 def diagnose_input(layers: nn.Module, input_size, *, model_name: str = "model", suggestion: str = "",
-                   prefix: str = "features.") -> InputTooSmallError | None:
+                   prefix: str = "") -> InputTooSmallError | None:
     """Return an error naming the first layer an input of ``input_size`` is too small for (or None)."""
     for row in trace_sizes(layers, input_size):
         if min(row.size_out) <= 0:

@@ -104,7 +104,7 @@ class _Checked(nn.Module):
             f = self.forward_features(x)
         except RuntimeError as err:
             diagnosis = diagnose_input(self.features, tuple(x.shape[-2:]), model_name=type(self).__name__,
-                                       suggestion=self.suggestion)
+                                       suggestion=self.suggestion, prefix="features.")
             if diagnosis is not None:
                 raise diagnosis from err
             raise
