@@ -3,8 +3,10 @@ PY ?= python3
 PIP := $(PY) -m pip
 NBVAL := $(PY) -m pytest --nbval notebooks --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider --ignore=_build
 STAMP := .make/installed
+# jupyter-book 1.x has no `python -m jupyter_book`: call its command-line entry point.
+JB := $(PY) -c "import sys; from jupyter_book.cli.main import main; sys.exit(main())"
 
-.PHONY: install test unit nbval lint book book-only notebooks bench clean
+.PHONY: install test unit nbval lint colab browser vendor book book-only notebooks bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
@@ -14,26 +16,40 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(PY) -m ruff check alexnet_lib tests bench
+	$(PY) -m ruff check alexnet_lib tests bench tools book/_ext
 
 unit: $(STAMP)
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -m "not slow" --ignore=tests/test_browser.py --ignore=tests/test_book.py
 
 # The notebooks in QUICK mode (short training) against their stored full-run outputs.
 nbval: $(STAMP)
 	ALEXNET_QUICK=1 $(NBVAL) -q
 
-# The whole suite: what .ci/run calls.
-test: lint unit nbval
+# The Colab bootstrap cell, run as on Colab in a fresh virtual environment (1-3 minutes).
+colab: $(STAMP)
+	$(PY) -m pytest tests/test_colab_bootstrap.py -q -m slow
 
-book: $(STAMP)
-	$(PY) -m jupyter_book build . -W -n --keep-going
+# The built book has every page and figure; every page in headless Chromium, offline (Debian: apt-get install chromium);
+# screenshots and a report go to test-artifacts/.
+browser: book
+	BOOK_HTML=_build/html $(PY) -m pytest tests/test_book.py tests/test_browser.py -q
+
+# The whole suite: what .ci/run calls.
+test: lint unit nbval colab browser
+
+# MathJax, RequireJS and the ipywidgets HTML manager, pinned, from the npm registry into _vendor/ (the
+# book serves them itself; without them it falls back to CDNs and says so).
+vendor:
+	$(PY) tools/vendor_assets.py
+
+book: $(STAMP) vendor
+	$(JB) build . -W -n --keep-going
 
 # Re-execute every chapter in full mode and store its outputs (slow: see each chapter's header).
 notebooks: $(STAMP)
 	cd notebooks && for nb in [0-9]*.ipynb; do \
-	  $(PY) -m jupyter nbconvert --to notebook --execute --inplace \
+	  $(PY) -m nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.store_widget_state=True $$nb || exit 1; done
 
 clean:
-	rm -rf _build .make
+	rm -rf _build .make _vendor test-artifacts

@@ -71,7 +71,8 @@ def test_paper_model_structure():
     assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
     assert [c.kernel_size[0] for c in convs] == [11, 5, 3, 3, 3]
     assert [c.groups for c in convs] == [1, 2, 1, 2, 2]  # the two towers
-    assert [c.groups for c in get_model("alexnet", towers=False).features if isinstance(c, nn.Conv2d)] == [1] * 5
+    single = get_model("alexnet", towers=False)
+    assert [c.groups for c in single.features if isinstance(c, nn.Conv2d)] == [1] * 5
     # LRN directly after the ReLU of conv1 and conv2, then the pool.
     kinds = [type(m).__name__ for m in model.features]
     assert kinds[:8] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d",
