@@ -237,3 +237,276 @@ def plot_overfitting(runs: dict, title: str | None = None, figsize=(11, 3.5)):
 
 
 __all__ += ["plot_overfitting"]
+
+
+def show_lrn_effect(maps: torch.Tensor, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                    channels=(0, 1, 2, 3), title: str | None = None, figsize=(12, 4.6)):
+    """The paper's local response normalisation applied to one image's feature maps ``maps`` (C, H, W).
+
+    Top row: the maps of ``channels`` before LRN; bottom row: after it, each column on one colour scale,
+    so dividing everything by the same number shows as uniform dimming. Last column: the divisor
+    ``(k + alpha * sum of squares over n channels) ** beta`` at the first channel shown (top), and the
+    histogram of output / input over all channels and positions (bottom): one narrow spike at
+    ``k ** -beta`` means LRN only rescales; a wide spread means the neighbours compete. Returns the Figure.
+    """
+    from .layers import LocalResponseNorm
+
+    maps = maps.detach().float().cpu()
+    lrn = LocalResponseNorm(size=int(n), alpha=float(alpha), beta=float(beta), k=float(k))
+    with torch.no_grad():
+        out = lrn(maps.unsqueeze(0))[0]
+        sq = maps.pow(2).unsqueeze(0)
+        divisor = maps / out.clamp_min(1e-30)  # = (k + alpha * window sum) ** beta where maps > 0
+    channels = list(channels)
+    fig, axes = plt.subplots(2, len(channels) + 1, figsize=figsize, squeeze=False)
+    for col, c in enumerate(channels):
+        hi = float(maps[c].max()) or 1.0
+        for row, (img, what) in enumerate([(maps[c], "before"), (out[c], "after LRN")]):
+            ax = axes[row, col]
+            ax.imshow(img.numpy(), cmap="viridis", vmin=0, vmax=hi)
+            ax.set_title(f"channel {c}: {what}\nmax {float(img.max()):.3g}", fontsize=8)
+            ax.axis("off")
+    c0 = channels[0]
+    half = int(n) // 2
+    lo, up = max(0, c0 - half), min(maps.shape[0] - 1, c0 + (int(n) - 1 - half))
+    den = (k + alpha * sq[0, lo:up + 1].sum(0)).pow(beta)
+    ax = axes[0, -1]
+    im = ax.imshow(den.numpy(), cmap="magma")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(f"divisor at channel {c0}\n(k + α Σ a²)^β", fontsize=8)
+    ax.axis("off")
+    ax = axes[1, -1]
+    pos = maps > 0
+    ratio = (1 / divisor[pos]).numpy() if pos.any() else []
+    ax.hist(ratio, bins=40, color="tab:blue")
+    ax.axvline(k ** -beta if k > 0 else 0, color="k", lw=0.8, ls="--", label="k^-β")
+    ax.set_title("output / input", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    fig.suptitle(title or f"LRN with k = {k:g}, n = {int(n)}, α = {alpha:.2g}, β = {beta:g}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["show_lrn_effect"]
+
+
+def plot_seed_runs(runs: dict, metrics=("train_loss", "test_top1"), figsize=None, title: str | None = None):
+    """Mean (line) and spread (band: min to max) over seeds of per-epoch curves, one colour per setting.
+
+    ``runs`` maps a label to a list of :class:`~alexnet_lib.train.History` (one per seed) or their dicts.
+    ``metrics``: per-epoch History fields ("train_loss", "train_acc", "test_loss", "test_top1",
+    "test_top5"); accuracies are drawn in %. A "step_loss" metric draws the per-step training loss,
+    smoothed over ~1/5 epoch. Returns the Figure.
+    """
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=figsize or (5 * len(metrics), 3.5), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    names = {"train_loss": "train loss", "train_acc": "train accuracy (%)", "test_loss": "test loss",
+             "test_top1": "test top-1 accuracy (%)", "test_top5": "test top-5 accuracy (%)",
+             "step_loss": "training loss (per step, smoothed)"}
+    for i, (label, hs) in enumerate(runs.items()):
+        hs = [h if isinstance(h, dict) else h.to_dict() for h in hs]
+        colour = colours[i % len(colours)]
+        for ax, m in zip(axes.flat, metrics):
+            if m == "step_loss":
+                n = min(len(h["step_loss"]) for h in hs)
+                per_epoch = n / max(len(hs[0]["epoch"]), 1)
+                w = max(1, round(per_epoch / 5))
+                ys = torch.tensor([h["step_loss"][:n] for h in hs], dtype=torch.float64)
+                ys = torch.nn.functional.avg_pool1d(ys[:, None], w, stride=1)[:, 0]
+                xs = (torch.arange(ys.shape[1]) + w) / per_epoch
+            else:
+                n = min(len(h[m]) for h in hs)
+                scale = 100 if ("acc" in m or "top" in m) else 1
+                ys = torch.tensor([[scale * v for v in h[m][:n]] for h in hs], dtype=torch.float64)
+                xs = torch.tensor(hs[0]["epoch"][:n])
+            mean = ys.mean(0)
+            ax.plot(xs, mean, "-" if m == "step_loss" else "o-", color=colour, ms=4,
+                    label=f"{label} ({len(hs)} seed{'s' if len(hs) > 1 else ''})")
+            if len(hs) > 1:
+                ax.fill_between(xs, ys.min(0).values, ys.max(0).values, color=colour, alpha=0.2)
+    for ax, m in zip(axes.flat, metrics):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(names.get(m, m))
+        if m != "step_loss":
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_seed_runs"]
+
+
+def plot_confusion(cm, classes, normalize: bool = True, ax=None, title: str | None = None,
+                   cmap: str = "Blues"):
+    """A confusion matrix ``cm[true, predicted]`` as a heat map with the numbers written in the cells.
+
+    ``normalize``: show each row as % of that class's images (the diagonal is then the per-class
+    accuracy); otherwise raw counts. Returns the Figure.
+    """
+    cm = torch.as_tensor(cm).double()
+    shown = 100 * cm / cm.sum(1, keepdim=True).clamp_min(1) if normalize else cm
+    k = len(classes)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.55 * k + 2.5, 0.5 * k + 1.5))
+    im = ax.imshow(shown.numpy(), cmap=cmap, vmin=0)
+    hi = float(shown.max()) or 1.0
+    for t in range(k):
+        for p in range(k):
+            v = float(shown[t, p])
+            if v == 0:
+                continue
+            ax.text(p, t, f"{v:.0f}" if not normalize or v >= 1 else f"{v:.1f}", ha="center", va="center",
+                    fontsize=7, color="white" if v > 0.6 * hi else "black")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), classes, fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
+                       label="% of the true class" if normalize else "images")
+    default = "confusion matrix (rows sum to 100%)" if normalize else "confusion matrix"
+    ax.set_title(title or default, fontsize=10)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+__all__ += ["plot_confusion"]
+
+
+def plot_per_class_accuracy(acc, classes, ax=None, title: str | None = None):
+    """Horizontal bars of per-class accuracy (fractions, e.g. ``analysis.per_class_accuracy(cm)``),
+    with the mean over classes as a dashed line. Returns the Figure."""
+    acc = torch.as_tensor(acc).double()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 0.3 * len(classes) + 1))
+    order = list(range(len(classes)))[::-1]
+    ax.barh([classes[i] for i in order], [100 * float(acc[i]) for i in order], color="tab:blue")
+    for y, i in enumerate(order):
+        ax.text(100 * float(acc[i]) + 0.5, y, f"{100 * float(acc[i]):.1f}", va="center", fontsize=7)
+    ax.axvline(100 * float(acc.nanmean()), color="k", ls="--", lw=0.8, label="mean over classes")
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("accuracy (%)")
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title(title or "per-class accuracy", fontsize=10)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+__all__ += ["plot_per_class_accuracy"]
+
+
+def show_neighbours(queries, neighbours, query_titles=None, neighbour_titles=None, size: float = 1.2,
+                    cmap: str = "gray", title: str | None = None):
+    """The paper's Figure 4 layout: one row per query image (first column, framed) followed by its
+    nearest neighbours. ``queries``: (Q, C, H, W) or (Q, H, W); ``neighbours``: (Q, k, C, H, W) or
+    (Q, k, H, W) (uint8 or floats in [0, 1]). Titles: a list per query / a list of lists. Returns the Figure.
+    """
+    q, k = len(queries), len(neighbours[0])
+    fig, axes = plt.subplots(q, k + 1, figsize=(size * (k + 1) + 0.3, (size + 0.35) * q + 0.3),
+                             squeeze=False)
+    for r in range(q):
+        for c in range(k + 1):
+            ax = axes[r, c]
+            img = queries[r] if c == 0 else neighbours[r][c - 1]
+            ax.imshow(_to_hwc(torch.as_tensor(img)), cmap=cmap)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            t = (query_titles[r] if query_titles is not None else "query") if c == 0 else \
+                (neighbour_titles[r][c - 1] if neighbour_titles is not None else "")
+            ax.set_title(str(t), fontsize=7)
+            for s in ax.spines.values():
+                s.set_visible(c == 0)
+                s.set_color("tab:red")
+                s.set_linewidth(2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["show_neighbours"]
+
+
+def show_topk(image, predictions, true_label: str | None = None, cmap: str = "gray", figsize=(7, 2.4)):
+    """One image and a bar chart of its top-k predictions ``[(class name, probability), ...]``
+    (e.g. ``analysis.top_k(probs, classes, 5)``); the true class, if given, is drawn in green.
+    Returns the Figure."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize, gridspec_kw=dict(width_ratios=[1, 2.2]))
+    ax1.imshow(_to_hwc(torch.as_tensor(image)), cmap=cmap)
+    ax1.axis("off")
+    ax1.set_title(f"true: {true_label}" if true_label is not None else "input", fontsize=9)
+    names = [n for n, _ in predictions][::-1]
+    probs = [100 * p for _, p in predictions][::-1]
+    colours = ["tab:green" if n == true_label else "tab:blue" for n in names]
+    ax2.barh(names, probs, color=colours)
+    for y, p in enumerate(probs):
+        ax2.text(p + 1, y, f"{p:.1f}%", va="center", fontsize=8)
+    ax2.set_xlim(0, 115)
+    ax2.set_xlabel("probability (%)")
+    ax2.set_title(f"top-{len(predictions)} predictions", fontsize=9)
+    ax2.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["show_topk"]
+
+
+def plot_ladder(result, labels: dict | None = None, title: str | None = None, figsize=(11, 3.6)):
+    """Bar charts of a speed ladder (``alexnet_lib.speed.ladder``'s result): training images/s of each
+    rung, annotated with its gain over the previous rung and over the first, and its model FLOP
+    utilisation (achieved GFLOP/s / measured matmul peak in the rung's precision). Returns the Figure."""
+    names = list(result.results)
+    labels = labels or {}
+    ticks = [labels.get(n, n) for n in names]
+    rates = [result.rate(n) for n in names]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=figsize, gridspec_kw=dict(width_ratios=[3, 2]))
+    colours = ["tab:gray" if result.precision[n] == "fp32" else "tab:orange" for n in names]
+    ax1.bar(range(len(names)), rates, color=colours)
+    for i, (n, r) in enumerate(zip(names, rates)):
+        step = "" if i == 0 else f"x{result.ratio(n, names[i - 1]):.2f} step\n"
+        ax1.text(i, r, f"{step}x{result.ratio(n, names[0]):.2f} total", ha="center", va="bottom", fontsize=7)
+    ax1.set_xticks(range(len(names)), ticks, fontsize=7)
+    ax1.set_ylabel("training images / s")
+    ax1.set_ylim(0, max(rates) * 1.3)
+    ax1.set_title(title or f"{result.model} at {result.image_size} px, batch {result.batch_size}", fontsize=9)
+    ax2.bar(range(len(names)), [100 * result.mfu(n) for n in names], color=colours)
+    ax2.set_xticks(range(len(names)), [t.split("\n")[0] for t in ticks], fontsize=7, rotation=30, ha="right")
+    ax2.set_ylabel("model FLOP utilisation (%)")
+    ax2.set_title("achieved / matmul peak (grey: fp32, orange: bf16)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_ladder"]
+
+
+def plot_epoch_time(seconds: dict, title: str | None = None, ax=None, figsize=(8, 2.6)):
+    """Horizontal bars of predicted (or measured) seconds per epoch, ``{label: seconds}``, on a log
+    scale, each annotated as minutes:seconds. Returns the Figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    else:
+        fig = ax.figure
+    labels, values = list(seconds), [max(float(v), 1e-3) for v in seconds.values()]
+    ax.barh(labels[::-1], values[::-1], color="tab:blue")
+    for y, v in enumerate(values[::-1]):
+        text = f"{v:.1f} s" if v < 60 else f"{int(v // 60)} min {int(v % 60):02d} s"
+        ax.text(v * 1.08, y, text, va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlim(min(values) / 2, max(values) * 6)
+    ax.set_xlabel("seconds per epoch (log scale)")
+    ax.tick_params(labelsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_epoch_time"]

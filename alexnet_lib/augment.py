@@ -1,0 +1,265 @@
+"""The paper's data augmentation (Section 4.1) and test-time ten-crop averaging, on tensors.
+
+Krizhevsky, Sutskever & Hinton (2012) enlarge the training set in two label-preserving ways:
+
+1. random 224x224 patches of the 256x256 training images and their horizontal reflections;
+2. "fancy PCA" colour augmentation: to every pixel of an image add
+   ``[p1, p2, p3] @ [a1*l1, a2*l2, a3*l3]``, where ``p_i, l_i`` are the eigenvectors and eigenvalues
+   of the 3x3 covariance of RGB pixel values over the training set and ``a_i ~ N(0, 0.1)`` is drawn
+   once per image (per presentation of the image).
+
+At test time the network averages its softmax over ten 224x224 patches: the four corners and the centre
+of the image, and their horizontal reflections.
+
+Everything here works on float tensors on any device:
+
+* :func:`rgb_pca` -- eigenvalues/eigenvectors of the RGB covariance of a set of images or pixels.
+* :class:`FancyPCA` -- an ``nn.Module`` that adds the PCA colour shift to a batch ``(N, 3, H, W)`` or one
+  image ``(3, H, W)``; usable inside ``torchvision.transforms.v2.Compose``.
+* :class:`RandomCropFlip` -- a random crop (after optional zero padding) plus random horizontal flip with
+  per-sample offsets, vectorised for a whole batch on the device (pass it as ``augment=`` to
+  :class:`alexnet_lib.data.DeviceLoader` / ``fit``).
+* :func:`ten_crop_predict` -- the paper's ten-patch test-time averaging.
+* :func:`num_translations` -- the count behind the paper's "factor of 2048".
+
+The widely used ImageNet constants :data:`IMAGENET_PCA_EIGVAL` / :data:`IMAGENET_PCA_EIGVEC` are those of
+fb.resnet.torch (``datasets/imagenet.lua``: "Computed from random subset of ImageNet training images",
+pixel values in [0, 1]); the columns of the eigenvector matrix are the eigenvectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "IMAGENET_PCA_EIGVAL",
+    "IMAGENET_PCA_EIGVEC",
+    "FancyPCA",
+    "RandomCropFlip",
+    "num_translations",
+    "rgb_pca",
+    "ten_crop_predict",
+    "ten_crops",
+]
+
+# fb.resnet.torch, datasets/imagenet.lua (pixel values in [0, 1]). Columns of the matrix are eigenvectors.
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+
+
+def num_translations(image_size: int = 256, crop_size: int = 224, flips: bool = True,
+                     inclusive: bool = False) -> int:
+    """How many distinct training patches random crops (and flips) give.
+
+    The paper counts ``(256 - 224)`` offsets per axis: 32 * 32 * 2 = 2048 ("a factor of 2048").
+    Strictly, offsets 0..32 are all valid, 33 per axis: ``inclusive=True`` gives 33 * 33 * 2 = 2178.
+    """
+    if crop_size > image_size:
+        raise ValueError(f"crop_size {crop_size} is larger than image_size {image_size}")
+    per_axis = image_size - crop_size + (1 if inclusive else 0)
+    return per_axis * per_axis * (2 if flips else 1)
+
+
+def rgb_pca(images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (descending, shape (3,)) and eigenvectors (columns, shape (3, 3)) of the RGB covariance.
+
+    ``images`` is a float tensor ``(N, 3, H, W)`` or ``(3, H, W)``, a pixel matrix ``(P, 3)``, or a list of
+    such tensors (images of different sizes); every pixel counts once. The covariance is computed in
+    float64 and the result returned as float32 on the input's device. Eigenvalues are in the squared units
+    of the pixels (use [0, 1] pixels to compare with :data:`IMAGENET_PCA_EIGVAL`). An eigenvector's sign
+    is arbitrary (``alpha`` is symmetric about 0); it is fixed here so that each eigenvector's
+    largest-magnitude component is positive, which makes the output reproducible.
+    """
+    if isinstance(images, torch.Tensor):
+        images = [images]
+    pixels = []
+    for img in images:
+        img = torch.as_tensor(img)
+        if img.dim() == 2 and img.shape[1] == 3:
+            pixels.append(img)
+        elif img.dim() in (3, 4) and img.shape[-3] == 3:
+            pixels.append(img.movedim(-3, -1).reshape(-1, 3))
+        else:
+            raise ValueError(f"expected (N, 3, H, W), (3, H, W) or (P, 3) RGB data, got {tuple(img.shape)}")
+    device = pixels[0].device
+    x = torch.cat([p.to(device=device, dtype=torch.float64) for p in pixels])
+    if len(x) < 2:
+        raise ValueError("need at least two pixels to estimate a covariance")
+    cov = torch.cov(x.T)
+    eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
+    eigvals, eigvecs = eigvals.flip(0).clamp_min(0), eigvecs.flip(1)
+    idx = eigvecs.abs().argmax(0)
+    sign = torch.sign(eigvecs[idx, torch.arange(3, device=device)])
+    eigvecs = eigvecs * sign
+    return eigvals.float(), eigvecs.float()
+
+
+class FancyPCA(nn.Module):
+    """The paper's PCA colour augmentation: ``x + eigvecs @ (alpha * eigvals)``, ``alpha ~ N(0, std)``.
+
+    One ``alpha`` (3 numbers) is drawn per image and the same RGB shift is added to every pixel of it.
+    Works on a float batch ``(N, 3, H, W)`` or a single image ``(3, H, W)`` on any device (the eigen-pairs
+    are buffers and follow the input's device). Extra positional inputs (labels, as passed by
+    ``torchvision.transforms.v2.Compose`` when it is called with several inputs) are returned unchanged,
+    so it can sit inside ``v2.Compose``. ``alpha`` may be given explicitly (shape (3,) or (N, 3)), which
+    is what the widgets use. ``generator`` (a CPU ``torch.Generator``) makes the draws reproducible; they
+    are made on the CPU and moved, so a seed gives the same shifts on every device.
+
+    The shift has the units of the eigenvalues times the pixels': compute the eigen-pairs from pixels on
+    the same scale as the images you augment (for normalised images, the normalised pixels).
+    """
+
+    def __init__(self, eigvals=IMAGENET_PCA_EIGVAL, eigvecs=IMAGENET_PCA_EIGVEC, std: float = 0.1,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        eigvals = torch.as_tensor(eigvals, dtype=torch.float32).reshape(3)
+        eigvecs = torch.as_tensor(eigvecs, dtype=torch.float32).reshape(3, 3)
+        self.register_buffer("eigvals", eigvals.clone())
+        self.register_buffer("eigvecs", eigvecs.clone())
+        self.std = float(std)
+        self.generator = generator
+
+    def sample_alpha(self, n: int) -> torch.Tensor:
+        """``n`` draws of alpha ~ N(0, std), shape (n, 3), on the CPU."""
+        return torch.randn(n, 3, generator=self.generator) * self.std
+
+    def shift(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The RGB shift(s) for ``alpha`` of shape (3,) or (N, 3): ``eigvecs @ (alpha * eigvals)``."""
+        alpha = torch.as_tensor(alpha, dtype=torch.float32, device=self.eigvals.device)
+        return (alpha * self.eigvals) @ self.eigvecs.T
+
+    def forward(self, x: torch.Tensor, *rest, alpha: torch.Tensor | None = None):
+        single = x.dim() == 3
+        if x.dim() not in (3, 4) or x.shape[-3] != 3:
+            raise ValueError(f"FancyPCA expects RGB images (N, 3, H, W) or (3, H, W), got {tuple(x.shape)}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"FancyPCA expects float images, got {x.dtype}; convert with .float() / 255")
+        n = 1 if single else x.shape[0]
+        if alpha is None:
+            alpha = self.sample_alpha(n)
+        alpha = torch.as_tensor(alpha, dtype=torch.float32).reshape(-1, 3).expand(n, 3)
+        rgb = (alpha.to(self.eigvals.device) * self.eigvals) @ self.eigvecs.T  # (n, 3)
+        rgb = rgb.to(device=x.device, dtype=x.dtype).view(n, 3, 1, 1)
+        out = x + (rgb[0] if single else rgb)
+        if hasattr(x, "as_subclass") and type(x) is not torch.Tensor:  # keep tv_tensors.Image etc.
+            out = out.as_subclass(type(x))
+        return (out, *rest) if rest else out
+
+    def extra_repr(self) -> str:
+        vals = ", ".join(f"{v:.4g}" for v in self.eigvals.tolist())
+        return f"eigvals=({vals}), std={self.std}"
+
+
+class RandomCropFlip(nn.Module):
+    """Random ``size`` crops (after zero ``padding``) and random horizontal flips of a whole batch at once.
+
+    Every image of the batch gets its own offset and its own coin for the flip (probability ``flip_p``).
+    Works on float batches ``(N, C, H, W)`` on any device: the offsets are drawn on the CPU (with
+    ``generator`` if given, so a seed gives the same crops everywhere) and the crop is two ``gather``
+    calls, with no Python loop over the images. With ``padding=p`` and ``size`` equal to the image size
+    this is the usual "pad by p, random crop, flip" augmentation of small images; with 256 px images and
+    ``size=224`` it is the paper's.
+
+    Padding uses ``fill`` (0 by default: on normalised images, 0 is the dataset mean). Call ``.eval()``
+    to make it the identity (centre crop, no flip), so a model and its augmentation can switch together.
+    """
+
+    def __init__(self, size: int | tuple[int, int], padding: int = 0, flip_p: float = 0.5,
+                 fill: float = 0.0, generator: torch.Generator | None = None):
+        super().__init__()
+        self.size = (size, size) if isinstance(size, int) else tuple(size)
+        self.padding, self.flip_p, self.fill = int(padding), float(flip_p), float(fill)
+        self.generator = generator
+
+    def sample(self, n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Offsets ``(top, left)`` into the padded images and flip flags, each of shape (n,), on the CPU."""
+        ch, cw = self.size
+        hp, wp = height + 2 * self.padding, width + 2 * self.padding
+        if ch > hp or cw > wp:
+            raise ValueError(f"crop {self.size} is larger than the padded image ({hp}, {wp})")
+        top = torch.randint(0, hp - ch + 1, (n,), generator=self.generator)
+        left = torch.randint(0, wp - cw + 1, (n,), generator=self.generator)
+        flip = torch.rand(n, generator=self.generator) < self.flip_p
+        return top, left, flip
+
+    @staticmethod
+    def crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
+             size: tuple[int, int]) -> torch.Tensor:
+        """Crop image ``i`` of ``x`` at ``(top[i], left[i])`` to ``size``, mirrored where ``flip[i]``."""
+        n, c, h, w = x.shape
+        ch, cw = size
+        dev = x.device
+        rows = top.to(dev).view(n, 1) + torch.arange(ch, device=dev).view(1, ch)        # (n, ch)
+        cols = torch.arange(cw, device=dev).view(1, cw)
+        cols = torch.where(flip.to(dev).view(n, 1), cw - 1 - cols, cols) + left.to(dev).view(n, 1)  # (n, cw)
+        x = x.gather(2, rows.view(n, 1, ch, 1).expand(n, c, ch, w))
+        return x.gather(3, cols.view(n, 1, 1, cw).expand(n, c, ch, cw))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        single = x.dim() == 3
+        if single:
+            x = x.unsqueeze(0)
+        if x.dim() != 4:
+            raise ValueError(f"RandomCropFlip expects (N, C, H, W) or (C, H, W), got {tuple(x.shape)}")
+        n, _, h, w = x.shape
+        if not self.training:  # centre crop of the padded image, no flip
+            top = torch.full((n,), (h + 2 * self.padding - self.size[0]) // 2)
+            left = torch.full((n,), (w + 2 * self.padding - self.size[1]) // 2)
+            flip = torch.zeros(n, dtype=torch.bool)
+        else:
+            top, left, flip = self.sample(n, h, w)
+        if self.padding:
+            p = self.padding
+            x = F.pad(x, (p, p, p, p), mode="constant", value=self.fill)
+        out = self.crop(x, top, left, flip, self.size)
+        return out[0] if single else out
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, padding={self.padding}, flip_p={self.flip_p}, fill={self.fill}"
+
+
+def ten_crops(images: torch.Tensor, crop_size: int | tuple[int, int]) -> torch.Tensor:
+    """The paper's ten test patches of a batch ``(N, C, H, W)``: shape ``(10, N, C, h, w)``.
+
+    Order (torchvision's ``ten_crop``): top-left, top-right, bottom-left, bottom-right, centre, then the
+    same five of the horizontally flipped images.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    size = [crop_size, crop_size] if isinstance(crop_size, int) else list(crop_size)
+    return torch.stack(TF.ten_crop(images, size))
+
+
+@torch.no_grad()
+def ten_crop_predict(model: nn.Module, images: torch.Tensor, crop_size: int | tuple[int, int],
+                     batch_size: int | None = None, softmax: bool = True,
+                     return_all: bool = False) -> torch.Tensor:
+    """Average the model's softmax over the ten patches of each image (Section 4.1, test time).
+
+    ``images`` is a float batch ``(N, C, H, W)`` already on the model's device and normalised. Returns
+    the mean probabilities ``(N, classes)`` (mean logits with ``softmax=False``); with ``return_all=True``
+    also the per-patch outputs ``(10, N, classes)``. The model is put in eval mode for the call and its
+    mode restored afterwards. ``batch_size`` bounds how many patches go through the model at once.
+    """
+    crops = ten_crops(images, crop_size)                       # (10, N, C, h, w)
+    flat = crops.flatten(0, 1)
+    was_training = model.training
+    model.eval()
+    try:
+        step = batch_size or len(flat)
+        out = torch.cat([model(flat[i:i + step]).float() for i in range(0, len(flat), step)])
+    finally:
+        model.train(was_training)
+    out = out.view(10, len(images), -1)
+    if softmax:
+        out = out.softmax(-1)
+    mean = out.mean(0)
+    return (mean, out) if return_all else mean

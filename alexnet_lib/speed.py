@@ -1,0 +1,490 @@
+"""How fast does a model train? Images/s of training loops, model FLOPs, matmul peak and utilisation.
+
+The chapter "Training fast on a laptop" and the scripts in ``bench/`` use this module to compare the
+training loop of a typical tutorial with the library's :func:`~alexnet_lib.train.fit`, one change at a
+time (the *ladder*):
+
+====================  ==============================================================================
+rung                  what changes
+====================  ==============================================================================
+``tutorial``          torchvision dataset object, per-image PIL ``Resize`` + ``ToTensor``, a
+                      ``DataLoader``, fp32, ``loss.item()`` after every step (a host sync on a GPU)
+``preloaded``         the same images resized once and kept in memory as one float tensor; batches are
+                      sliced from it (on a GPU: copied host -> device each step)
+``device_batches``    uint8 images kept on the device, each batch indexed, converted and resized there
+                      (:class:`~alexnet_lib.data.DeviceLoader`)
+``channels_last``     + model and batches in channels_last (NHWC) memory layout
+``bf16``              + bfloat16 autocast (where the hardware computes it natively)
+``fit``               :func:`alexnet_lib.train.fit` itself (all of the above, no per-step host sync on a
+                      GPU)
+====================  ==============================================================================
+
+Every rung trains the same model (same initial weights) on the same data with the same batch size and
+a plain SGD step. Measurements are interleaved: each *round* runs a fixed number of steps of every
+rung in turn, so a change in machine load hits all rungs alike; ratios are taken within a round.
+
+Model FLOPs utilisation (MFU) is the achieved FLOP/s (model FLOPs per image x images/s, counting a
+training step as 3x the forward FLOPs) divided by the peak FLOP/s of a large matrix multiplication
+measured in the same run, in the precision the loop computes in.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from .data import DeviceLoader, ImageData, default_data_root, load_dataset
+from .models import get_model
+from .train import autocast_dtype, fit, select_device
+
+__all__ = ["FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult", "LoopResult",
+           "TutorialLoop", "forward_flops", "ladder", "matmul_peak", "measure_loops", "predicted_epoch_time",
+           "sync", "time_to_accuracy", "train_flops"]
+
+RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
+RUNG_LABELS = {
+    "tutorial": "tutorial loop\n(PIL resize, DataLoader, fp32)",
+    "preloaded": "preloaded\ntensors",
+    "device_batches": "batches built\non the device",
+    "channels_last": "+ channels_last",
+    "bf16": "+ bf16 autocast",
+    "fit": "alexnet_lib fit",
+}
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device to finish its queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+# --- FLOPs and peak ---------------------------------------------------------------------------------
+
+def forward_flops(model: nn.Module, image_size: int, in_channels: int | None = None) -> float:
+    """Forward-pass FLOPs per image (a multiply-add counts 2), counted by ``FlopCounterMode``.
+
+    Counts convolutions and matrix multiplications (what dominates AlexNet); element-wise layers
+    (ReLU, pooling, normalisation) are left out.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c = in_channels or getattr(model, "in_channels", 3)
+    p = next(model.parameters())
+    x = torch.zeros(2, c, image_size, image_size, device=p.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 2
+
+
+def train_flops(model: nn.Module, image_size: int, in_channels: int | None = None) -> float:
+    """FLOPs of one training step per image: forward + backward ~ 3 x forward (backward computes the
+    gradients with respect to both the inputs and the weights, each as costly as the forward pass)."""
+    return 3 * forward_flops(model, image_size, in_channels)
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, device=None, n: int | None = None, seconds: float = 0.5,
+                repeats: int = 3) -> float:
+    """Best GFLOP/s of an ``n x n`` matrix multiplication in ``dtype`` over ``repeats`` bursts of about
+    ``seconds`` each: what the hardware delivers on the friendliest workload there is. ``n`` defaults to
+    2048 on a CPU, 8192 on a GPU. fp32 means true fp32 (TF32 off during the measurement)."""
+    device = select_device(device)
+    n = n or (2048 if device.type == "cpu" else 8192)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return _matmul_peak(dtype, device, n, seconds, repeats)
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def _matmul_peak(dtype, device, n, seconds, repeats):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    a @ b  # warm-up
+    sync(device)
+    t = time.perf_counter()
+    a @ b
+    sync(device)
+    once = max(time.perf_counter() - t, 1e-6)
+    k = max(1, int(seconds / once))
+    best = 0.0
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(k):
+            a @ b
+        sync(device)
+        best = max(best, k * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def predicted_epoch_time(flops_per_image: float, gflops: float, n_images: int = 60_000) -> float:
+    """Seconds for one epoch of ``n_images`` at ``gflops`` achieved GFLOP/s (training FLOPs/image)."""
+    return n_images * flops_per_image / (gflops * 1e9)
+
+
+# --- the loops ---------------------------------------------------------------------------------------
+
+class _Loop:
+    """One way of training: ``run(k)`` performs ``k`` training steps and returns (images, wall s, cpu s)."""
+
+    name = "?"
+
+    def __init__(self, model: nn.Module, device: torch.device, lr: float = 0.01):
+        self.model, self.device = model.to(device), device
+        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.losses: list[float] = []
+
+    def run(self, k: int) -> tuple[int, float, float]:
+        sync(self.device)
+        t, c = time.perf_counter(), time.process_time()
+        n = self._steps(k)
+        sync(self.device)
+        return n, time.perf_counter() - t, time.process_time() - c
+
+    def _steps(self, k: int) -> int:
+        raise NotImplementedError
+
+
+class TutorialLoop(_Loop):
+    """The loop of a typical tutorial (d2l.ai, the PyTorch tutorials): a torchvision dataset object whose
+    transform resizes each PIL image and converts it to a tensor, a ``DataLoader``, fp32, and
+    ``loss.item()`` after every step.
+
+    ``preloaded=True`` applies the same transform once to ``preload`` images, keeps them in host
+    memory as one float tensor and slices random batches from it (copied to the device each step).
+    """
+
+    def __init__(self, model, device, image_size: int, batch_size: int, *, preloaded: bool = False,
+                 preload: int = 1024, num_workers: int = 0, root=None, seed: int = 0, fetch: bool = True):
+        super().__init__(model, device)
+        import torchvision
+        import torchvision.transforms as T
+
+        self.name = "preloaded" if preloaded else "tutorial"
+        if fetch:  # load_dataset puts the raw files where torchvision looks for them
+            load_dataset("fashion-mnist", train=True, root=root, download=False)
+        root = str(root or default_data_root())
+        tf = T.Compose([T.Resize(image_size), T.ToTensor()])
+        self.dataset = torchvision.datasets.FashionMNIST(root, train=True, transform=tf, download=False)
+        self.batch_size, self.preloaded = batch_size, preloaded
+        self.gen = torch.Generator().manual_seed(seed)
+        if preloaded:
+            idx = torch.randperm(len(self.dataset), generator=self.gen)[:max(preload, batch_size)]
+            pairs = [self.dataset[int(i)] for i in idx]
+            self.images = torch.stack([p[0] for p in pairs])
+            self.labels = torch.tensor([p[1] for p in pairs])
+            if device.type == "cuda":
+                self.images = self.images.pin_memory()
+        else:
+            self.loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                persistent_workers=num_workers > 0, pin_memory=device.type == "cuda", generator=self.gen)
+            self.it = iter(self.loader)
+
+    def _batch(self):
+        if self.preloaded:
+            idx = torch.randint(len(self.labels), (self.batch_size,), generator=self.gen)
+            return self.images[idx], self.labels[idx]
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def _steps(self, k):
+        # A tutorial computes in full fp32: undo a TF32 setting another loop (fit) may have made.
+        old = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            for _ in range(k):
+                x, y = self._batch()
+                x, y = x.to(self.device), y.to(self.device)
+                loss = self.loss_fn(self.model(x), y)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                self.losses.append(loss.item())  # the per-step host sync
+        finally:
+            torch.set_float32_matmul_precision(old)
+        return k * self.batch_size
+
+
+class DeviceLoop(_Loop):
+    """Batches built on the device by a :class:`DeviceLoader`, with optional channels_last and autocast.
+
+    ``sync_every_step=True`` keeps the tutorial's ``loss.item()`` after each step; otherwise the losses
+    stay on the device until the end of the run.
+    """
+
+    def __init__(self, model, device, data: ImageData, image_size: int, batch_size: int, *,
+                 channels_last: bool = False, amp: torch.dtype | None = None, sync_every_step: bool = True,
+                 name: str = "device_batches", seed: int = 0):
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        super().__init__(model, device)
+        self.name, self.amp, self.sync_every_step, self.batch_size = name, amp, sync_every_step, batch_size
+        self.loader = DeviceLoader(data, batch_size, shuffle=True, device=device, image_size=image_size,
+                                   drop_last=True, channels_last=channels_last, seed=seed)
+        self.epoch = 0
+        self.it = iter(self.loader)
+
+    def _batch(self):
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.epoch += 1
+            self.loader.set_epoch(self.epoch)
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def _steps(self, k):
+        dev = self.device
+        pending = []
+        for _ in range(k):
+            x, y = self._batch()
+            with torch.autocast(dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                loss = self.loss_fn(self.model(x).float(), y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.sync_every_step:
+                self.losses.append(loss.item())
+            else:
+                pending.append(loss.detach())
+        if pending:
+            self.losses += torch.stack(pending).tolist()
+        return k * self.batch_size
+
+
+class FitLoop(_Loop):
+    """:func:`alexnet_lib.train.fit` itself: each ``run(k)`` is one call ``fit(..., epochs=1,
+    max_steps_per_epoch=k)`` on a prepared :class:`DeviceLoader` (bf16 where supported, channels_last).
+    The wall time is the epoch time ``fit`` measured; the CPU time covers the whole call."""
+
+    name = "fit"
+
+    def __init__(self, model, device, data: ImageData, image_size: int, batch_size: int, *, seed: int = 0,
+                 precision: str = "auto"):
+        super().__init__(model, device)
+        self.precision, self.batch_size, self.epoch = precision, batch_size, 0
+        self.channels_last = device.type != "mps"
+        self.loader = DeviceLoader(data, batch_size, shuffle=True, device=device, image_size=image_size,
+                                   drop_last=True, channels_last=self.channels_last, seed=seed)
+
+    def run(self, k):
+        c = time.process_time()
+        self.epoch += 1
+        self.loader.set_epoch(self.epoch)
+        h = fit(self.model, self.loader, epochs=1, batch_size=self.batch_size, lr=0.01, device=self.device,
+                precision=self.precision, channels_last=self.channels_last, max_steps_per_epoch=k,
+                progress=False, seed=self.epoch)
+        self.losses += h.step_loss
+        return k * self.batch_size, h.epoch_time[0], time.process_time() - c
+
+
+# --- measuring ---------------------------------------------------------------------------------------
+
+@dataclass
+class LoopResult:
+    """Per-round measurements of one loop."""
+
+    name: str
+    images: list = field(default_factory=list)
+    wall: list = field(default_factory=list)
+    cpu: list = field(default_factory=list)
+
+    @property
+    def rates(self) -> list[float]:
+        return [n / t for n, t in zip(self.images, self.wall)]
+
+    @property
+    def rate(self) -> float:
+        """Median over rounds of images/s (wall clock)."""
+        return statistics.median(self.rates)
+
+    @property
+    def cpu_rate(self) -> float:
+        """Images per CPU-second (all threads), summed over rounds: robust when other processes share
+        the cores."""
+        return sum(self.images) / sum(self.cpu)
+
+
+@dataclass
+class LadderResult:
+    """What :func:`ladder` measured."""
+
+    model: str
+    image_size: int
+    batch_size: int
+    device: str
+    threads: int
+    train_flops: float  # per image
+    results: dict  # rung name -> LoopResult
+    peak: dict  # 'fp32' / 'bf16' -> GFLOP/s (best seen in the run)
+    precision: dict  # rung name -> 'fp32' / 'bf16'
+    seconds: float = 0.0
+
+    def rate(self, rung: str) -> float:
+        return self.results[rung].rate
+
+    def ratio(self, rung: str, base: str = "tutorial") -> float:
+        """Median over rounds of (images/s of ``rung``) / (images/s of ``base``) in the same round."""
+        a, b = self.results[rung].rates, self.results[base].rates
+        return statistics.median(x / y for x, y in zip(a, b))
+
+    def gflops(self, rung: str) -> float:
+        return self.rate(rung) * self.train_flops / 1e9
+
+    def mfu(self, rung: str) -> float:
+        """Achieved GFLOP/s / measured matmul peak in the rung's precision."""
+        return self.gflops(rung) / self.peak[self.precision[rung]]
+
+    def table(self) -> str:
+        base = next(iter(self.results))
+        head = (f"{self.model} at {self.image_size} px, batch {self.batch_size}, {self.device}, "
+                f"{self.threads} threads, {self.train_flops / 1e9:.3f} GFLOP per training image; "
+                f"matmul peak " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in self.peak.items()))
+        lines = [head, f"{'loop':<16}{'img/s':>9}{'x ' + base:>14}{'img/cpu-s':>11}{'GFLOP/s':>10}"
+                       f"{'MFU':>8}  precision"]
+        for name, r in self.results.items():
+            lines.append(f"{name:<16}{r.rate:>9.1f}{self.ratio(name, base):>14.2f}{r.cpu_rate:>11.1f}"
+                         f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}  {self.precision[name]}")
+        return "\n".join(lines)
+
+
+def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dtypes=(), device=None,
+                  log=None) -> tuple[dict, dict]:
+    """Interleave the loops: ``warmup`` steps each, then ``rounds`` x (``steps`` steps of every loop in
+    turn, followed by a short matmul burst per dtype in ``peak_dtypes``). Returns
+    ({name: LoopResult}, {dtype name: best GFLOP/s})."""
+    results = {lp.name: LoopResult(lp.name) for lp in loops}
+    peak = {}
+    for lp in loops:
+        if warmup:
+            lp.run(warmup)
+    for r in range(rounds):
+        order = loops if r % 2 == 0 else loops[::-1]  # alternate the order: no rung always goes first
+        for lp in order:
+            n, wall, cpu = lp.run(steps)
+            res = results[lp.name]
+            res.images.append(n), res.wall.append(wall), res.cpu.append(cpu)
+            if log:
+                log(f"  round {r + 1}/{rounds} {lp.name:<15} {n / wall:8.1f} img/s")
+        for dt in peak_dtypes:
+            key = "bf16" if dt == torch.bfloat16 else "fp32"
+            peak[key] = max(peak.get(key, 0.0), matmul_peak(dt, device, seconds=0.25, repeats=2))
+    return results, peak
+
+
+def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 128, *,
+           rungs=RUNGS, steps: int = 3, rounds: int = 3, warmup: int = 1, device=None, seed: int = 0,
+           data: ImageData | None = None, num_workers: int = 0, verbose: bool = False,
+           **model_kwargs) -> LadderResult:
+    """Measure the training images/s of each rung of the ladder (see the module docstring) for one
+    model, image size and batch size; interleaved, ``rounds`` x ``steps`` steps after ``warmup``."""
+    t0 = time.perf_counter()
+    device = select_device(device)
+    data = data if data is not None else load_dataset("fashion-mnist", train=True, download=False)
+    kw = dict(num_classes=data.num_classes, in_channels=data.channels, **model_kwargs)
+    bf16 = autocast_dtype(device)
+
+    def new_model():
+        torch.manual_seed(seed)
+        return get_model(model, **kw)
+
+    loops, precision = [], {}
+    for name in rungs:
+        common = dict(image_size=image_size, batch_size=batch_size, seed=seed)
+        if name == "tutorial":
+            lp = TutorialLoop(new_model(), device, num_workers=num_workers, fetch=False, **common)
+        elif name == "preloaded":
+            lp = TutorialLoop(new_model(), device, preloaded=True, preload=max(4 * batch_size, 512),
+                              fetch=False, **common)
+        elif name == "device_batches":
+            lp = DeviceLoop(new_model(), device, data, name=name, **common)
+        elif name == "channels_last":
+            lp = DeviceLoop(new_model(), device, data, channels_last=True, name=name, **common)
+        elif name == "bf16":
+            lp = DeviceLoop(new_model(), device, data, channels_last=True, amp=bf16, name=name, **common)
+        elif name == "fit":
+            lp = FitLoop(new_model(), device, data, **common)
+        else:
+            raise ValueError(f"unknown rung {name!r}; choose from {RUNGS}")
+        loops.append(lp)
+        precision[name] = "bf16" if (name in ("bf16", "fit") and bf16 is not None) else "fp32"
+    dtypes = [torch.float32] + ([torch.bfloat16] if bf16 is not None else [])
+    log = print if verbose else None
+    results, peak = measure_loops(loops, steps, rounds, warmup, dtypes, device, log)
+    flops = train_flops(loops[0].model, image_size)
+    return LadderResult(model, image_size, batch_size, str(device) if device.type != "cuda" else
+                        torch.cuda.get_device_name(device), torch.get_num_threads(), flops, results, peak,
+                        precision, time.perf_counter() - t0)
+
+
+def threads_note() -> str:
+    """One line on the CPU threads torch uses (and the cores the OS reports)."""
+    return f"{torch.get_num_threads()} torch threads on {os.cpu_count()} logical cores"
+
+
+# --- time to accuracy --------------------------------------------------------------------------------
+
+#: The fastest recipe found for >= 90% Fashion-MNIST test accuracy with an AlexNet-family model on a
+#: 2-core CPU (see ``bench/time_to_accuracy.py`` and the chapter "Training fast on a laptop").
+FAST_RECIPE = dict(model="alexnet_small", model_kwargs=dict(norm="batch", width=0.5), image_size=28,
+                   epochs=3, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
+                   schedule="onecycle", label_smoothing=0.1, precision="auto", channels_last=True, seed=0)
+
+
+def _loadavg() -> tuple | None:
+    try:
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        return None
+
+
+def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: ImageData | None = None,
+                     test: ImageData | None = None, device=None, progress: bool = True,
+                     n_train: int | None = None) -> dict:
+    """Train ``recipe`` (default :data:`FAST_RECIPE`) with :func:`~alexnet_lib.train.fit` on Fashion-MNIST
+    and measure how long it takes, evaluating on the test set after every epoch.
+
+    Returns a dict: ``recipe``, ``history`` (the :class:`~alexnet_lib.train.History`), ``accuracy``
+    (final test top-1), ``train_eval_s`` (training + per-epoch evaluation, the sum of fit's epoch
+    times), ``total_s`` (also loading the data and building the model), ``cpu_s`` (process CPU time of
+    the same span), ``reached`` (first epoch with test accuracy >= ``target``, or None) and
+    ``time_to_target_s``, the load average before and after, and ``threads``.
+    """
+    recipe = dict(FAST_RECIPE if recipe is None else recipe)
+    t0, c0, load0 = time.perf_counter(), time.process_time(), _loadavg()
+    train = train if train is not None else load_dataset("fashion-mnist", train=True, download=False)
+    test = test if test is not None else load_dataset("fashion-mnist", train=False, download=False)
+    if n_train is not None:
+        train = train.subset(n_train, seed=recipe.get("seed", 0))
+    torch.manual_seed(recipe.get("seed", 0))
+    model = get_model(recipe["model"], num_classes=train.num_classes, in_channels=train.channels,
+                      **recipe.get("model_kwargs", {}))
+    fit_kw = {k: v for k, v in recipe.items() if k not in ("model", "model_kwargs")}
+    h = fit(model, train, test, device=device, progress=progress, **fit_kw)
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    reached = next((i for i, a in enumerate(h.test_top1) if a >= target), None)
+    return dict(recipe=recipe, history=h, accuracy=h.test_top1[-1], train_eval_s=h.wall_time[-1],
+                total_s=total, cpu_s=cpu, target=target,
+                reached=None if reached is None else reached + 1,
+                time_to_target_s=None if reached is None else h.wall_time[reached],
+                load_before=load0, load_after=_loadavg(), threads=torch.get_num_threads(),
+                n_train=len(train))
