@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import _activation
+from .models import make_activation
 
 __all__ = [
     "ACTIVATIONS",
@@ -143,7 +143,7 @@ def deep_stack(activation: str = "relu", depth: int = 20, init: str = "default",
             layers.append(nn.Linear(width, width))
         else:
             layers.append(nn.Conv2d(3 if i == 0 else width, width, 3, padding=1))
-        layers.append(_activation(activation))
+        layers.append(make_activation(activation))
     if kind == "conv":
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     layers.append(nn.Linear(width, num_classes))
@@ -218,9 +218,9 @@ def four_layer_net(activation: str = "relu", channels: Sequence[int] = (16, 32, 
     """
     c1, c2, c3 = channels
     return nn.Sequential(
-        nn.Conv2d(in_channels, c1, 5, padding=2), _activation(activation), nn.MaxPool2d(3, 2),
-        nn.Conv2d(c1, c2, 5, padding=2), _activation(activation), nn.MaxPool2d(3, 2),
-        nn.Conv2d(c2, c3, 3, padding=1), _activation(activation), nn.MaxPool2d(3, 2),
+        nn.Conv2d(in_channels, c1, 5, padding=2), make_activation(activation), nn.MaxPool2d(3, 2),
+        nn.Conv2d(c1, c2, 5, padding=2), make_activation(activation), nn.MaxPool2d(3, 2),
+        nn.Conv2d(c2, c3, 3, padding=1), make_activation(activation), nn.MaxPool2d(3, 2),
         nn.Flatten(), nn.Linear(c3 * 2 * 2, num_classes),
     )
 

@@ -40,6 +40,7 @@ __all__ = [
     "get_model",
     "list_models",
     "count_parameters",
+    "make_activation",
 ]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -51,7 +52,8 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 _NORMS = ("lrn", "batch", None)
 
 
-def _activation(name: str) -> nn.Module:
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name: 'relu', 'tanh', 'sigmoid' or 'leaky_relu'."""
     if name not in _ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
     return _ACTIVATIONS[name]()
@@ -76,7 +78,7 @@ def _conv_block(
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, k, stride=stride, padding=padding, groups=groups)]
     if norm == "batch":
         layers.append(nn.BatchNorm2d(out_ch))
-    layers.append(_activation(activation))
+    layers.append(make_activation(activation))
     if norm == "lrn" and lrn:
         layers.append(LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))  # Section 3.3
     return layers
@@ -177,8 +179,8 @@ class AlexNet(_Checked):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(256 * 6 * 6, 4096), _activation(activation), nn.Dropout(dropout),  # FC6
-            nn.Linear(4096, 4096), _activation(activation), nn.Dropout(dropout),         # FC7
+            nn.Linear(256 * 6 * 6, 4096), make_activation(activation), nn.Dropout(dropout),  # FC6
+            nn.Linear(4096, 4096), make_activation(activation), nn.Dropout(dropout),         # FC7
             nn.Linear(4096, num_classes),                                               # FC8
         )
         convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
@@ -317,8 +319,8 @@ class AlexNetSmall(_Checked):
         fc_norm = (lambda: nn.BatchNorm1d(hidden)) if norm == "batch" else nn.Identity
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c5 * 3 * 3, hidden), fc_norm(), _activation(activation), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), fc_norm(), _activation(activation), nn.Dropout(dropout),
+            nn.Linear(c5 * 3 * 3, hidden), fc_norm(), make_activation(activation), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), fc_norm(), make_activation(activation), nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         _init_kaiming(self)

@@ -46,7 +46,7 @@ def report_environment(**settings) -> dict:
     device = select_device()
     info = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-        "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores, torch uses {torch.get_num_threads()} threads)",
+        "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()})",
         "torch": torch.__version__,
         "precision": str(autocast_dtype(device) or torch.float32).replace("torch.", ""),
         "mode": "QUICK (ALEXNET_QUICK=1: short runs)" if QUICK else "full",
