@@ -101,14 +101,14 @@ def test_python_m_alexnet_lib_train(fashion_root, tmp_path):
     env = {**os.environ, "ALEXNET_DATA": str(fashion_root),
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "alexnet_lib", "train", "--model", "lenet5", "--model-arg", "modern=True",
-           "--data", "fashion-mnist", "--epochs", "1", "--subset", "1000", "--batch-size", "32",
+           "--data", "fashion-mnist", "--epochs", "1", "--subset", "300", "--batch-size", "30",
            "--optimizer", "adamw", "--lr", "0.003", "--out", str(tmp_path / "run")]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "final test accuracy: top-1" in r.stdout and "wall time" in r.stdout
     assert "epoch 1/1" in r.stderr  # the progress bar
     top1 = json.loads((tmp_path / "run" / "history.json").read_text())["test_top1"][-1]
-    assert top1 > 0.3  # 31 steps: only the wiring is tested here, learning is in test_train.py
+    assert 0 < top1 <= 1  # 10 steps: only the wiring is tested here, learning is in test_train.py
     cmd = [sys.executable, "-m", "alexnet_lib", "train", "--model", "nope", "--data", "mnist", "--epochs=2"]
     bad = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr and "Traceback" not in bad.stderr
