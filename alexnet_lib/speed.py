@@ -445,7 +445,7 @@ def threads_note() -> str:
 
 #: The fastest recipe found for >= 90% Fashion-MNIST test accuracy with an AlexNet-family model on a
 #: 2-core CPU (see ``bench/time_to_accuracy.py`` and the chapter "Training fast on a laptop").
-FAST_RECIPE = dict(model="alexnet_small", model_kwargs=dict(norm="batch", width=0.5), image_size=28,
+FAST_RECIPE = dict(model="alexnet_small", model_kwargs=dict(norm="batch", width=0.25), image_size=28,
                    epochs=3, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
                    schedule="onecycle", label_smoothing=0.1, precision="auto", channels_last=True, seed=0)
 
