@@ -1,4 +1,4 @@
-"""How fast does a model train? Images/s of training loops, model FLOPs, matmul peak and utilisation.
+"""How fast does a model train? Images/s of training loops, model FLOPs, peak FLOP/s and utilisation.
 
 The chapter "Training fast on a laptop" and the scripts in ``bench/`` use this module to compare the
 training loop of a typical tutorial with the library's :func:`~alexnet_lib.train.fit`, one change at a
@@ -24,8 +24,9 @@ a plain SGD step. Measurements are interleaved: each *round* runs a fixed number
 rung in turn, so a change in machine load hits all rungs alike; ratios are taken within a round.
 
 Model FLOPs utilisation (MFU) is the achieved FLOP/s (model FLOPs per image x images/s, counting a
-training step as 3x the forward FLOPs) divided by the peak FLOP/s of a large matrix multiplication
-measured in the same run, in the precision the loop computes in.
+training step as 3x the forward FLOPs) divided by the peak FLOP/s measured in the same run, in the
+precision the loop computes in: the best of a large matrix multiplication and a large 3x3 convolution
+(on some CPUs oneDNN's convolutions beat the BLAS behind ``torch.matmul`` in fp32).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from .models import get_model
 from .train import autocast_dtype, fit, select_device
 
 __all__ = ["FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult", "LoopResult",
-           "TutorialLoop", "forward_flops", "ladder", "matmul_peak", "measure_loops", "predicted_epoch_time",
-           "sync", "time_to_accuracy", "train_flops"]
+           "TutorialLoop", "conv_peak", "forward_flops", "ladder", "matmul_peak", "measure_loops",
+           "peak_stats", "predicted_epoch_time", "sync", "time_to_accuracy", "train_flops"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
 RUNG_LABELS = {
@@ -99,36 +100,66 @@ def matmul_peak(dtype: torch.dtype = torch.float32, device=None, n: int | None =
     """Best GFLOP/s of an ``n x n`` matrix multiplication in ``dtype`` over ``repeats`` bursts of about
     ``seconds`` each: what the hardware delivers on the friendliest workload there is. ``n`` defaults to
     2048 on a CPU, 8192 on a GPU. fp32 means true fp32 (TF32 off during the measurement)."""
+    return peak_stats(dtype, device, "matmul", n, seconds, repeats)["wall"]
+
+
+def conv_peak(dtype: torch.dtype = torch.float32, device=None, seconds: float = 0.5,
+              repeats: int = 3) -> float:
+    """Best GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 16x16 maps, batch 64 on a CPU, 256
+    on a GPU, channels_last). On some CPUs oneDNN's convolutions run faster than the BLAS library behind
+    ``torch.matmul`` in fp32 (e.g. MKL on AMD processors), so a matmul alone can understate the peak."""
+    return peak_stats(dtype, device, "conv", None, seconds, repeats)["wall"]
+
+
+def peak_stats(dtype: torch.dtype = torch.float32, device=None, kind: str = "matmul", n: int | None = None,
+               seconds: float = 0.5, repeats: int = 3) -> dict:
+    """Like :func:`matmul_peak` (``kind='matmul'``) or :func:`conv_peak` (``kind='conv'``), returning
+    ``{'wall': best GFLOP/s, 'cpu': best GFLOP per CPU-second of this process}``. The second hardly
+    drops when other processes take CPU time (provided waiting threads do not spin:
+    ``OMP_WAIT_POLICY=PASSIVE``)."""
     device = select_device(device)
-    n = n or (2048 if device.type == "cpu" else 8192)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    if kind == "matmul":
+        n = n or (2048 if device.type == "cpu" else 8192)
+        a = torch.randn(n, n, generator=g).to(device, dtype)
+        b = torch.randn(n, n, generator=g).to(device, dtype)
+        flop = 2 * n**3
+
+        def op():
+            return a @ b
+    elif kind == "conv":
+        batch = 64 if device.type == "cpu" else 256
+        cl = torch.channels_last
+        x = torch.randn(batch, 256, 16, 16, generator=g).to(device, dtype).contiguous(memory_format=cl)
+        w = torch.randn(256, 256, 3, 3, generator=g).to(device, dtype).contiguous(memory_format=cl)
+        flop = 2 * batch * 16 * 16 * 256 * 256 * 9
+
+        def op():
+            return torch.nn.functional.conv2d(x, w, padding=1)
+    else:
+        raise ValueError(f"kind must be 'matmul' or 'conv', not {kind!r}")
     old = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
-        return _matmul_peak(dtype, device, n, seconds, repeats)
-    finally:
-        torch.set_float32_matmul_precision(old)
-
-
-def _matmul_peak(dtype, device, n, seconds, repeats):
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device, dtype)
-    b = torch.randn(n, n, generator=g).to(device, dtype)
-    a @ b  # warm-up
-    sync(device)
-    t = time.perf_counter()
-    a @ b
-    sync(device)
-    once = max(time.perf_counter() - t, 1e-6)
-    k = max(1, int(seconds / once))
-    best = 0.0
-    for _ in range(repeats):
+        op()  # warm-up
         sync(device)
         t = time.perf_counter()
-        for _ in range(k):
-            a @ b
+        op()
         sync(device)
-        best = max(best, k * 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
+        k = max(1, int(seconds / max(time.perf_counter() - t, 1e-6)))
+        best = {"wall": 0.0, "cpu": 0.0}
+        for _ in range(repeats):
+            sync(device)
+            t, c = time.perf_counter(), time.process_time()
+            for _ in range(k):
+                op()
+            sync(device)
+            gflop = k * flop / 1e9
+            best["wall"] = max(best["wall"], gflop / (time.perf_counter() - t))
+            best["cpu"] = max(best["cpu"], gflop / max(time.process_time() - c, 1e-9))
+        return best
+    finally:
+        torch.set_float32_matmul_precision(old)
 
 
 def predicted_epoch_time(flops_per_image: float, gflops: float, n_images: int = 60_000) -> float:
@@ -323,6 +354,12 @@ class LoopResult:
         the cores."""
         return sum(self.images) / sum(self.cpu)
 
+    @property
+    def cpus(self) -> float:
+        """CPU-seconds per wall-clock second: how many cores the process kept busy on average (less than
+        its thread count when other processes took turns on the cores)."""
+        return sum(self.cpu) / sum(self.wall)
+
 
 @dataclass
 class LadderResult:
@@ -335,9 +372,11 @@ class LadderResult:
     threads: int
     train_flops: float  # per image
     results: dict  # rung name -> LoopResult
-    peak: dict  # 'fp32' / 'bf16' -> GFLOP/s (best seen in the run)
+    peak: dict  # 'fp32' / 'bf16' -> GFLOP/s (best matmul or conv seen in the run)
     precision: dict  # rung name -> 'fp32' / 'bf16'
     seconds: float = 0.0
+    peak_cpu: dict = field(default_factory=dict)  # 'fp32' / 'bf16' -> best GFLOP per CPU-second
+    peak_detail: dict = field(default_factory=dict)  # 'fp32 matmul', 'fp32 conv', ... -> GFLOP/s
 
     def rate(self, rung: str) -> float:
         return self.results[rung].rate
@@ -351,29 +390,38 @@ class LadderResult:
         return self.rate(rung) * self.train_flops / 1e9
 
     def mfu(self, rung: str) -> float:
-        """Achieved GFLOP/s / measured matmul peak in the rung's precision."""
+        """Achieved GFLOP/s / measured peak (best of a large matmul and a large convolution) in the
+        rung's precision."""
         return self.gflops(rung) / self.peak[self.precision[rung]]
+
+    def mfu_cpu(self, rung: str) -> float:
+        """The same ratio per CPU-second: (training FLOPs per CPU-second of the loop) / (matmul FLOPs per
+        CPU-second). Other processes on the same cores change it much less than the wall-clock MFU."""
+        return self.results[rung].cpu_rate * self.train_flops / 1e9 / self.peak_cpu[self.precision[rung]]
 
     def table(self) -> str:
         base = next(iter(self.results))
         head = (f"{self.model} at {self.image_size} px, batch {self.batch_size}, {self.device}, "
                 f"{self.threads} threads, {self.train_flops / 1e9:.3f} GFLOP per training image; "
-                f"matmul peak " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in self.peak.items()))
+                "peak GFLOP/s " + ", ".join(f"{k} {v:,.0f}" for k, v in self.peak_detail.items()))
         lines = [head, f"{'loop':<16}{'img/s':>9}{'x ' + base:>14}{'img/cpu-s':>11}{'GFLOP/s':>10}"
-                       f"{'MFU':>8}  precision"]
+                       f"{'MFU':>8}{'MFU(cpu)':>10}{'cores':>7}  precision"]
         for name, r in self.results.items():
             lines.append(f"{name:<16}{r.rate:>9.1f}{self.ratio(name, base):>14.2f}{r.cpu_rate:>11.1f}"
-                         f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}  {self.precision[name]}")
+                         f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}{self.mfu_cpu(name):>10.1%}"
+                         f"{r.cpus:>7.2f}  {self.precision[name]}")
         return "\n".join(lines)
 
 
 def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dtypes=(), device=None,
                   log=None) -> tuple[dict, dict]:
     """Interleave the loops: ``warmup`` steps each, then ``rounds`` x (``steps`` steps of every loop in
-    turn, followed by a short matmul burst per dtype in ``peak_dtypes``). Returns
-    ({name: LoopResult}, {dtype name: best GFLOP/s})."""
+    turn, followed by short bursts of a large matmul and a large convolution per dtype in
+    ``peak_dtypes``). Returns ({name: LoopResult}, {(dtype name, kind): best GFLOP/s},
+    {(dtype name, kind): best GFLOP per CPU-second}), dtype name 'fp32' or 'bf16', kind 'matmul' or
+    'conv'."""
     results = {lp.name: LoopResult(lp.name) for lp in loops}
-    peak = {}
+    peak, peak_cpu = {}, {}
     for lp in loops:
         if warmup:
             lp.run(warmup)
@@ -387,8 +435,11 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
                 log(f"  round {r + 1}/{rounds} {lp.name:<15} {n / wall:8.1f} img/s")
         for dt in peak_dtypes:
             key = "bf16" if dt == torch.bfloat16 else "fp32"
-            peak[key] = max(peak.get(key, 0.0), matmul_peak(dt, device, seconds=0.25, repeats=2))
-    return results, peak
+            for kind in ("matmul", "conv"):
+                st = peak_stats(dt, device, kind, seconds=0.2, repeats=2)
+                peak[key, kind] = max(peak.get((key, kind), 0.0), st["wall"])
+                peak_cpu[key, kind] = max(peak_cpu.get((key, kind), 0.0), st["cpu"])
+    return results, peak, peak_cpu
 
 
 def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 128, *,
@@ -429,11 +480,14 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
         precision[name] = "bf16" if (name in ("bf16", "fit") and bf16 is not None) else "fp32"
     dtypes = [torch.float32] + ([torch.bfloat16] if bf16 is not None else [])
     log = print if verbose else None
-    results, peak = measure_loops(loops, steps, rounds, warmup, dtypes, device, log)
+    results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device, log)
+    peak = {d: max(v for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}
+    peak_cpu = {d: max(v for (d2, _), v in peaks_cpu.items() if d2 == d) for d, _ in peaks_cpu}
     flops = train_flops(loops[0].model, image_size)
     return LadderResult(model, image_size, batch_size, str(device) if device.type != "cuda" else
                         torch.cuda.get_device_name(device), torch.get_num_threads(), flops, results, peak,
-                        precision, time.perf_counter() - t0)
+                        precision, time.perf_counter() - t0, peak_cpu,
+                        {f"{d} {k}": v for (d, k), v in peaks.items()})
 
 
 def threads_note() -> str:

@@ -1,0 +1,110 @@
+"""Training images/s of a tutorial-style loop vs alexnet_lib's fit, their ratio, and the model FLOP
+utilisation (MFU) against a peak measured in the same run (the best of a large matmul and a large 3x3
+convolution, fp32 and bf16; both are printed).
+
+    python -m bench.throughput                        # alexnet_d2l@224 and alexnet_small@32, batch 128
+    python -m bench.throughput --ladder               # every rung: tutorial -> preloaded -> ... -> fit
+    python -m bench.throughput --models alexnet_small@28:width=0.5,norm=batch --batch-size 256
+
+The loops are interleaved (rounds of a fixed number of steps of each loop after a warm-up), so machine
+load hits them alike; the ratio is the median over rounds of the per-round ratio. On a GPU the same
+command keeps the data on the device, uses bf16 autocast and no per-step host sync in fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+# Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes a spinning
+# thread burns the time slice the thread it waits for needs (several times slower with 2 threads on a
+# busy 2-core machine); on an idle machine it costs next to nothing. Set OMP_WAIT_POLICY=ACTIVE to undo.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+if __package__ in (None, ""):  # run as `python bench/throughput.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from alexnet_lib.notebook import cpu_name  # noqa: E402
+from alexnet_lib.speed import RUNGS, ladder  # noqa: E402
+
+DEFAULT_MODELS = ["alexnet_d2l@224", "alexnet_small@32"]
+
+
+def parse_model(spec: str) -> tuple[str, int, dict]:
+    """'alexnet_small@28:width=0.5,norm=batch' -> ('alexnet_small', 28, {'width': 0.5, 'norm': 'batch'})."""
+    name, _, rest = spec.partition("@")
+    size, _, kw = rest.partition(":")
+    kwargs = {}
+    for item in filter(None, kw.split(",")):
+        k, v = item.split("=")
+        try:
+            kwargs[k] = json.loads(v)
+        except json.JSONDecodeError:
+            kwargs[k] = v
+    return name, int(size or 224), kwargs
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="name@size[:kw=v,...]")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=3, help="measured steps per loop per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per loop first")
+    p.add_argument("--ladder", action="store_true", help="measure every rung, not only tutorial and fit")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers of the tutorial loop (default 0 on CPU, 4 on a GPU)")
+    p.add_argument("--json", default=None, help="also write the results to this file")
+    p.add_argument("--verbose", action="store_true", help="print every round")
+    a = p.parse_args(argv)
+
+    rungs = RUNGS if a.ladder else ("tutorial", "fit")
+    t0 = time.perf_counter()
+    print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
+          f"load average at start: {load_average()}")
+    out = []
+    for spec in a.models:
+        name, size, kw = parse_model(spec)
+        dev = torch.device(a.device) if a.device else None
+        gpu = torch.cuda.is_available() if dev is None else dev.type == "cuda"
+        workers = a.num_workers if a.num_workers is not None else (4 if gpu else 0)
+        r = ladder(name, size, a.batch_size, rungs=rungs, steps=a.steps, rounds=a.rounds, warmup=a.warmup,
+                   device=a.device, num_workers=workers, verbose=a.verbose, **kw)
+        print()
+        print(r.table())
+        cpu_ratio = r.results["fit"].cpu_rate / r.results["tutorial"].cpu_rate
+        print(f"=> {spec}: fit {r.rate('fit'):.1f} img/s vs tutorial {r.rate('tutorial'):.1f} img/s: "
+              f"RATIO {r.ratio('fit'):.2f}x (per CPU-second {cpu_ratio:.2f}x); MFU fit {r.mfu('fit'):.1%} of "
+              f"{r.precision['fit']} peak, tutorial {r.mfu('tutorial'):.1%} of fp32 peak (per CPU-second: "
+              f"{r.mfu_cpu('fit'):.1%} and {r.mfu_cpu('tutorial'):.1%}) [{r.seconds:.0f} s]", flush=True)
+        out.append(dict(spec=spec, model=name, image_size=size, kwargs=kw, batch_size=a.batch_size,
+                        device=r.device, threads=r.threads, train_flops_per_image=r.train_flops,
+                        peak_gflops=r.peak, peak_gflop_per_cpu_s=r.peak_cpu,
+                        ratio_fit_vs_tutorial=r.ratio("fit"), cpu_ratio=cpu_ratio,
+                        loops={k: dict(img_s=v.rate, rates=v.rates, img_per_cpu_s=v.cpu_rate, cores=v.cpus,
+                                       gflops=r.gflops(k), mfu=r.mfu(k), mfu_cpu=r.mfu_cpu(k),
+                                       precision=r.precision[k])
+                               for k, v in r.results.items()}))
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at end: {load_average()}")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

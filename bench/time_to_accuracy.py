@@ -1,0 +1,91 @@
+"""Time to accuracy: train alexnet_lib's fastest recipe to >= 90% Fashion-MNIST test accuracy on the CPU.
+
+    python -m bench.time_to_accuracy                  # the recipe alexnet_lib.speed.FAST_RECIPE
+    python -m bench.time_to_accuracy --epochs 4 --width 0.375 --lr 0.2   # a variation
+
+Prints the settings, the test accuracy after every epoch (fit's progress lines), the wall time of
+training + evaluation, the total including data loading, the process CPU time, and the load average
+of the machine before and after (other processes on the same cores slow the wall clock down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+
+# Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes a spinning
+# thread burns the time slice the thread it waits for needs (several times slower with 2 threads on a
+# busy 2-core machine); on an idle machine it costs next to nothing. Set OMP_WAIT_POLICY=ACTIVE to undo.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+if __package__ in (None, ""):  # run as `python bench/time_to_accuracy.py`
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from alexnet_lib.notebook import cpu_name  # noqa: E402
+from alexnet_lib.speed import FAST_RECIPE, time_to_accuracy  # noqa: E402
+
+MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", type=float, default=0.90)
+    p.add_argument("--model", default=None)
+    for opt in ("epochs", "batch-size", "image-size", "seed"):
+        p.add_argument(f"--{opt}", type=int, default=None)
+    for opt in ("lr", "weight-decay", "label-smoothing", "width", "dropout"):
+        p.add_argument(f"--{opt}", type=float, default=None)
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--norm", default=None, help="batch, lrn or none")
+    p.add_argument("--optimizer", default=None, help="sgd or adamw")
+    p.add_argument("--schedule", default=None, help="onecycle, cosine, step, ...")
+    p.add_argument("--precision", default=None, help="auto, bf16 or fp32")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", default=None, help="also write the result to this file")
+    a = p.parse_args(argv)
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    recipe = json.loads(json.dumps(FAST_RECIPE))
+    for key, value in vars(a).items():
+        if value is None or key in ("target", "threads", "device", "json"):
+            continue
+        if key in MODEL_OPTIONS:
+            recipe["model_kwargs"][key] = None if value == "none" else value
+        else:
+            recipe[key] = value
+    print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
+          f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
+    print("recipe:", json.dumps(recipe))
+    # fit prints one line per epoch; its progress bar goes to stderr, shown only on a terminal.
+    quiet_bar = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    with quiet_bar:
+        r = time_to_accuracy(recipe, target=a.target, device=a.device, progress=True)
+    h = r["history"]
+    print("test accuracy per epoch:", ", ".join(f"{x:.2%}" for x in h.test_top1))
+    print(f"final test accuracy {r['accuracy']:.2%} after {len(h)} epochs; "
+          f"training + evaluation {r['train_eval_s']:.1f} s wall; "
+          f"total with data loading {r['total_s']:.1f} s; process CPU time {r['cpu_s']:.1f} s")
+    if r["reached"] is not None:
+        print(f"target {a.target:.0%} reached after epoch {r['reached']} at {r['time_to_target_s']:.1f} s "
+              f"(training + evaluation)")
+    else:
+        print(f"target {a.target:.0%} NOT reached")
+    print(f"load average (1, 5, 15 min) before {r['load_before']}, after {r['load_after']}")
+    if a.json:
+        out = {k: v for k, v in r.items() if k != "history"}
+        out["history"] = h.to_dict()
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0 if r["reached"] is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
