@@ -43,8 +43,12 @@ def show_images(images, titles=None, ncols: int = 8, size: float = 1.4, cmap: st
 def feature_maps(model: nn.Module, x: torch.Tensor, kinds=(nn.Conv2d,)) -> dict[str, torch.Tensor]:
     """Outputs of every layer of the given kinds for one batch ``x``, keyed by layer name."""
     out: dict[str, torch.Tensor] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, o, n=n: out.__setitem__(n, o.detach().float().cpu()))
-             for n, m in model.named_modules() if isinstance(m, kinds)]
+    # clone: on the CPU in fp32 .float().cpu() returns the output itself, which a following in-place
+    # ReLU would overwrite
+    def keep(name):
+        return lambda _m, _i, o: out.__setitem__(name, o.detach().float().cpu().clone())
+
+    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
     was_training = model.training
     model.eval()
     try:
@@ -461,7 +465,9 @@ __all__ += ["show_topk"]
 def plot_ladder(result, labels: dict | None = None, title: str | None = None, figsize=(11, 3.6)):
     """Bar charts of a speed ladder (``alexnet_lib.speed.ladder``'s result): training images/s of each
     rung, annotated with its gain over the previous rung and over the first, and its model FLOP
-    utilisation (achieved GFLOP/s / measured matmul peak in the rung's precision). Returns the Figure."""
+    utilisation (achieved GFLOP/s / measured peak in the rung's precision), by wall clock and, when the
+    result has it, per CPU-second (which other processes on the same cores disturb less). Returns the
+    Figure."""
     names = list(result.results)
     labels = labels or {}
     ticks = [labels.get(n, n) for n in names]
@@ -476,10 +482,16 @@ def plot_ladder(result, labels: dict | None = None, title: str | None = None, fi
     ax1.set_ylabel("training images / s")
     ax1.set_ylim(0, max(rates) * 1.3)
     ax1.set_title(title or f"{result.model} at {result.image_size} px, batch {result.batch_size}", fontsize=9)
-    ax2.bar(range(len(names)), [100 * result.mfu(n) for n in names], color=colours)
-    ax2.set_xticks(range(len(names)), [t.split("\n")[0] for t in ticks], fontsize=7, rotation=30, ha="right")
+    pos = range(len(names))
+    ax2.bar([i - 0.2 for i in pos], [100 * result.mfu(n) for n in names], width=0.4, color=colours,
+            label="by wall clock")
+    if hasattr(result, "mfu_cpu") and getattr(result, "peak_cpu", None):
+        ax2.bar([i + 0.2 for i in pos], [100 * result.mfu_cpu(n) for n in names], width=0.4, color=colours,
+                alpha=0.45, hatch="//", label="per CPU-second")
+        ax2.legend(fontsize=7, loc="lower right")
+    ax2.set_xticks(pos, [t.replace("\n", " ") for t in ticks], fontsize=7, rotation=30, ha="right")
     ax2.set_ylabel("model FLOP utilisation (%)")
-    ax2.set_title("achieved / matmul peak (grey: fp32, orange: bf16)", fontsize=9)
+    ax2.set_title("achieved / peak FLOP/s (grey: fp32, orange: bf16)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -497,11 +509,22 @@ def plot_epoch_time(seconds: dict, title: str | None = None, ax=None, figsize=(8
     labels, values = list(seconds), [max(float(v), 1e-3) for v in seconds.values()]
     ax.barh(labels[::-1], values[::-1], color="tab:blue")
     for y, v in enumerate(values[::-1]):
-        text = f"{v:.1f} s" if v < 60 else f"{int(v // 60)} min {int(v % 60):02d} s"
+        if v < 60:
+            text = f"{v:.1f} s"
+        elif v < 3600:
+            text = f"{int(v // 60)} min {int(v % 60):02d} s"
+        else:
+            text = f"{int(v // 3600)} h {int(v % 3600 // 60):02d} min"
         ax.text(v * 1.08, y, text, va="center", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlim(min(values) / 2, max(values) * 6)
-    ax.set_xlabel("seconds per epoch (log scale)")
+    lo, hi = min(values) / 2, max(values) * 6
+    ax.set_xlim(lo, hi)
+    marks = [(1, "1 s"), (10, "10 s"), (60, "1 min"), (600, "10 min"), (3600, "1 h"), (36000, "10 h"),
+             (86400, "1 day"), (864000, "10 days")]
+    marks = [(t, lab) for t, lab in marks if lo <= t <= hi]
+    ax.set_xticks([t for t, _ in marks], [lab for _, lab in marks])
+    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.set_xlabel("time per epoch (log scale)")
     ax.tick_params(labelsize=8)
     if title:
         ax.set_title(title, fontsize=9)

@@ -116,3 +116,15 @@ def test_preprocess_matches_the_loader_and_top_k():
     probs = torch.tensor([0.1, 0.5, 0.05, 0.35])
     assert top_k(probs, ["a", "b", "c", "d"], k=2) == [("b", 0.5), ("d", pytest.approx(0.35))]
     assert len(top_k(probs, ["a", "b", "c", "d"], k=10)) == 4
+
+
+def test_feature_maps_keep_conv_output_before_inplace_relu():
+    from alexnet_lib.plots import feature_maps
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True))
+    x = torch.randn(2, 1, 8, 8)
+    maps = feature_maps(model, x, kinds=(nn.Conv2d, nn.ReLU))
+    expected = model[0](x)
+    torch.testing.assert_close(maps["0"], expected)  # negative values survive the in-place ReLU
+    assert (maps["0"] < 0).any() and (maps["1"] >= 0).all()
