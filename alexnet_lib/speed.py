@@ -43,18 +43,19 @@ from .data import DeviceLoader, ImageData, default_data_root, load_dataset
 from .models import get_model
 from .train import autocast_dtype, fit, select_device
 
-__all__ = ["FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult", "LoopResult",
-           "TutorialLoop", "conv_peak", "forward_flops", "ladder", "matmul_peak", "measure_loops",
-           "peak_stats", "predicted_epoch_time", "sync", "time_to_accuracy", "train_flops"]
+__all__ = ["ABLATIONS", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult",
+           "LoopResult", "TutorialLoop", "ablation_table", "bf16_hardware", "conv_peak", "forward_flops",
+           "ladder", "matmul_peak", "measure_loops", "peak_stats", "predicted_epoch_time",
+           "recipe_ablation", "sync", "time_to_accuracy", "train_flops"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
 RUNG_LABELS = {
-    "tutorial": "tutorial loop\n(PIL resize, DataLoader, fp32)",
+    "tutorial": "tutorial\nloop",
     "preloaded": "preloaded\ntensors",
     "device_batches": "batches built\non the device",
-    "channels_last": "+ channels_last",
-    "bf16": "+ bf16 autocast",
-    "fit": "alexnet_lib fit",
+    "channels_last": "+ channels\nlast",
+    "bf16": "+ bf16\nautocast",
+    "fit": "alexnet_lib\nfit",
 }
 
 
@@ -64,6 +65,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def bf16_hardware(device=None) -> str:
+    """What computes bfloat16 on ``device``: 'AMX' or 'AVX-512 BF16' on an x86 CPU (from the kernel's
+    CPU flags), the GPU's name on CUDA, 'none' where bf16 autocast is off (fp32 training).
+
+    The answer sets the ceiling of a bf16 loop: AVX-512 BF16 does twice the multiply-adds of an fp32
+    instruction, AMX's tile instructions many times more."""
+    device = select_device(device)
+    if autocast_dtype(device) is None:
+        return "none"
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return "bf16 (CPU flags unknown)"
+    return "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags else "bf16"
 
 
 # --- FLOPs and peak ---------------------------------------------------------------------------------
@@ -238,9 +258,11 @@ class TutorialLoop(_Loop):
             return next(self.it)
 
     def _steps(self, k):
-        # A tutorial computes in full fp32: undo a TF32 setting another loop (fit) may have made.
-        old = torch.get_float32_matmul_precision()
+        # A tutorial runs with PyTorch's defaults: undo the TF32 matmul and cuDNN autotuning settings that
+        # fit makes (they persist in the process) while the tutorial's steps run.
+        old, bench = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
         torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.benchmark = False
         try:
             for _ in range(k):
                 x, y = self._batch()
@@ -252,6 +274,7 @@ class TutorialLoop(_Loop):
                 self.losses.append(loss.item())  # the per-step host sync
         finally:
             torch.set_float32_matmul_precision(old)
+            torch.backends.cudnn.benchmark = bench
         return k * self.batch_size
 
 
@@ -394,6 +417,12 @@ class LadderResult:
         rung's precision."""
         return self.gflops(rung) / self.peak[self.precision[rung]]
 
+    def ceiling(self, precision: str = "bf16") -> float:
+        """Images/s of a loop running at 100% of the measured peak in ``precision`` ('fp32' or 'bf16';
+        falls back to 'fp32' where the device has no bf16): an upper bound for any loop that does the
+        same FLOPs, so ``ceiling() / rate('tutorial')`` bounds the speed-up a faster loop can give."""
+        return self.peak.get(precision, self.peak["fp32"]) * 1e9 / self.train_flops
+
     def mfu_cpu(self, rung: str) -> float:
         """The same ratio per CPU-second: (training FLOPs per CPU-second of the loop) / (matmul FLOPs per
         CPU-second). Other processes on the same cores change it much less than the wall-clock MFU."""
@@ -513,14 +542,15 @@ def _loadavg() -> tuple | None:
 
 def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: ImageData | None = None,
                      test: ImageData | None = None, device=None, progress: bool = True,
-                     n_train: int | None = None) -> dict:
+                     n_train: int | None = None, n_test: int | None = None) -> dict:
     """Train ``recipe`` (default :data:`FAST_RECIPE`) with :func:`~alexnet_lib.train.fit` on Fashion-MNIST
     and measure how long it takes, evaluating on the test set after every epoch.
 
     Returns a dict: ``recipe``, ``history`` (the :class:`~alexnet_lib.train.History`), ``accuracy``
     (final test top-1), ``train_eval_s`` (training + per-epoch evaluation, the sum of fit's epoch
     times), ``total_s`` (also loading the data and building the model), ``cpu_s`` (process CPU time of
-    the same span), ``reached`` (first epoch with test accuracy >= ``target``, or None) and
+    the same span), ``n_train`` and ``n_test`` (images used: ``n_train``/``n_test`` take stratified
+    subsets, for quick runs), ``reached`` (first epoch with test accuracy >= ``target``, or None) and
     ``time_to_target_s``, the load average before and after, and ``threads``.
     """
     recipe = dict(FAST_RECIPE if recipe is None else recipe)
@@ -529,6 +559,8 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
     test = test if test is not None else load_dataset("fashion-mnist", train=False, download=False)
     if n_train is not None:
         train = train.subset(n_train, seed=recipe.get("seed", 0))
+    if n_test is not None:
+        test = test.subset(n_test)
     torch.manual_seed(recipe.get("seed", 0))
     model = get_model(recipe["model"], num_classes=train.num_classes, in_channels=train.channels,
                       **recipe.get("model_kwargs", {}))
@@ -541,4 +573,53 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
                 reached=None if reached is None else reached + 1,
                 time_to_target_s=None if reached is None else h.wall_time[reached],
                 load_before=load0, load_after=_loadavg(), threads=torch.get_num_threads(),
-                n_train=len(train))
+                n_train=len(train), n_test=len(test))
+
+
+#: One change at a time away from :data:`FAST_RECIPE`: what each ingredient of the recipe is worth.
+ABLATIONS = {
+    "fast recipe": {},
+    "no label smoothing": dict(label_smoothing=0.0),
+    "constant lr (no one-cycle)": dict(schedule=None, lr=0.02),
+    "no BatchNorm": dict(model_kwargs=dict(FAST_RECIPE["model_kwargs"], norm=None), lr=0.02),
+    "fp32 (no bf16)": dict(precision="fp32"),
+    "width 0.5": dict(model_kwargs=dict(FAST_RECIPE["model_kwargs"], width=0.5)),
+    "2 epochs": dict(epochs=2),
+}
+
+
+def recipe_ablation(variants: dict | None = None, base: dict | None = None, **kwargs) -> dict:
+    """Run :func:`time_to_accuracy` for ``base`` (default :data:`FAST_RECIPE`) changed by each entry of
+    ``variants`` (default :data:`ABLATIONS`: name -> the recipe keys it overrides), one after the other.
+    ``kwargs`` go to :func:`time_to_accuracy` (``train``, ``test``, ``n_train``, ...). A run that diverges
+    is reported, not raised: its entry holds ``diverged`` (the error message) and accuracy ``nan``.
+    Returns {name: time_to_accuracy's dict}."""
+    from .train import TrainingDivergedError
+
+    base = dict(FAST_RECIPE if base is None else base)
+    out = {}
+    for name, change in (ABLATIONS if variants is None else variants).items():
+        recipe = {**base, **change}
+        try:
+            out[name] = time_to_accuracy(recipe, **kwargs)
+        except TrainingDivergedError as e:
+            out[name] = dict(recipe=recipe, diverged=str(e).splitlines()[0], accuracy=float("nan"),
+                             train_eval_s=float("nan"), reached=None, time_to_target_s=None)
+    return out
+
+
+def ablation_table(results: dict) -> str:
+    """The results of :func:`recipe_ablation` as a text table (accuracy and time of every variant,
+    compared with the first)."""
+    first = next(iter(results.values()))
+    lines = [f"{'variant':<28}{'test acc':>9}{'vs first':>10}{'train+eval':>12}{'vs first':>10}"
+             f"{'reached target':>16}"]
+    for name, r in results.items():
+        if "diverged" in r:
+            lines.append(f"{name:<28}{'diverged':>9}   {r['diverged'][:60]}")
+            continue
+        reached = f"epoch {r['reached']}, {r['time_to_target_s']:.0f} s" if r["reached"] else "no"
+        lines.append(f"{name:<28}{r['accuracy']:>9.2%}{100 * (r['accuracy'] - first['accuracy']):>+9.2f}p"
+                     f"{r['train_eval_s']:>11.1f}s{r['train_eval_s'] / first['train_eval_s']:>9.2f}x"
+                     f"{reached:>16}")
+    return "\n".join(lines)

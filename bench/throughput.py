@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as `python bench/throughput.py`
 import torch  # noqa: E402
 
 from alexnet_lib.notebook import cpu_name  # noqa: E402
-from alexnet_lib.speed import RUNGS, ladder  # noqa: E402
+from alexnet_lib.speed import RUNGS, bf16_hardware, ladder  # noqa: E402
 
 DEFAULT_MODELS = ["alexnet_d2l@224", "alexnet_small@32"]
 
@@ -39,9 +39,13 @@ def parse_model(spec: str) -> tuple[str, int, dict]:
     """'alexnet_small@28:width=0.5,norm=batch' -> ('alexnet_small', 28, {'width': 0.5, 'norm': 'batch'})."""
     name, _, rest = spec.partition("@")
     size, _, kw = rest.partition(":")
+    if not name or not (size or "224").isdigit():
+        raise ValueError(f"bad model {spec!r}: write name@size[:kw=v,...], e.g. alexnet_small@32:width=0.5")
     kwargs = {}
     for item in filter(None, kw.split(",")):
-        k, v = item.split("=")
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise ValueError(f"bad option {item!r} in {spec!r}: write name@size[:kw=v,...]")
         try:
             kwargs[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -70,15 +74,18 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the results to this file")
     p.add_argument("--verbose", action="store_true", help="print every round")
     a = p.parse_args(argv)
+    try:
+        specs = [(spec, *parse_model(spec)) for spec in a.models]
+    except ValueError as e:
+        p.error(str(e))
 
     rungs = RUNGS if a.ladder else ("tutorial", "fit")
     t0 = time.perf_counter()
     print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
-          f"load average at start: {load_average()}")
+          f"bf16 computed by: {bf16_hardware(a.device)}; load average at start: {load_average()}")
     out = []
-    for spec in a.models:
-        name, size, kw = parse_model(spec)
+    for spec, name, size, kw in specs:
         dev = torch.device(a.device) if a.device else None
         gpu = torch.cuda.is_available() if dev is None else dev.type == "cuda"
         workers = a.num_workers if a.num_workers is not None else (4 if gpu else 0)
@@ -90,11 +97,15 @@ def main(argv=None) -> int:
         print(f"=> {spec}: fit {r.rate('fit'):.1f} img/s vs tutorial {r.rate('tutorial'):.1f} img/s: "
               f"RATIO {r.ratio('fit'):.2f}x (per CPU-second {cpu_ratio:.2f}x); MFU fit {r.mfu('fit'):.1%} of "
               f"{r.precision['fit']} peak, tutorial {r.mfu('tutorial'):.1%} of fp32 peak (per CPU-second: "
-              f"{r.mfu_cpu('fit'):.1%} and {r.mfu_cpu('tutorial'):.1%}) [{r.seconds:.0f} s]", flush=True)
+              f"{r.mfu_cpu('fit'):.1%} and {r.mfu_cpu('tutorial'):.1%}) [{r.seconds:.0f} s]")
+        best = r.ceiling(r.precision["fit"])
+        print(f"   ceiling: a loop at 100% of the {r.precision['fit']} peak would train {best:.1f} img/s, "
+              f"{best / r.rate('tutorial'):.2f}x the tutorial loop", flush=True)
         out.append(dict(spec=spec, model=name, image_size=size, kwargs=kw, batch_size=a.batch_size,
                         device=r.device, threads=r.threads, train_flops_per_image=r.train_flops,
                         peak_gflops=r.peak, peak_gflop_per_cpu_s=r.peak_cpu,
                         ratio_fit_vs_tutorial=r.ratio("fit"), cpu_ratio=cpu_ratio,
+                        ceiling_img_s=best, ceiling_ratio=best / r.rate("tutorial"),
                         loops={k: dict(img_s=v.rate, rates=v.rates, img_per_cpu_s=v.cpu_rate, cores=v.cpus,
                                        gflops=r.gflops(k), mfu=r.mfu(k), mfu_cpu=r.mfu_cpu(k),
                                        precision=r.precision[k])

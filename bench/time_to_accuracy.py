@@ -2,6 +2,7 @@
 
     python -m bench.time_to_accuracy                  # the recipe alexnet_lib.speed.FAST_RECIPE
     python -m bench.time_to_accuracy --epochs 4 --width 0.375 --lr 0.2   # a variation
+    python -m bench.time_to_accuracy --ablation       # the recipe, then one change at a time (~8 min)
 
 Prints the settings, the test accuracy after every epoch (fit's progress lines), the wall time of
 training + evaluation, the total including data loading, the process CPU time, and the load average
@@ -28,7 +29,7 @@ if __package__ in (None, ""):  # run as `python bench/time_to_accuracy.py`
 import torch  # noqa: E402
 
 from alexnet_lib.notebook import cpu_name  # noqa: E402
-from alexnet_lib.speed import FAST_RECIPE, time_to_accuracy  # noqa: E402
+from alexnet_lib.speed import FAST_RECIPE, ablation_table, recipe_ablation, time_to_accuracy  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")
 
@@ -44,33 +45,48 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--norm", default=None, help="batch, lrn or none")
     p.add_argument("--optimizer", default=None, help="sgd or adamw")
-    p.add_argument("--schedule", default=None, help="onecycle, cosine, step, ...")
+    p.add_argument("--schedule", default=None, help="onecycle, cosine, step, plateau or none")
     p.add_argument("--precision", default=None, help="auto, bf16 or fp32")
+    p.add_argument("--n-train", type=int, default=None, help="train on a subset (quick checks)")
+    p.add_argument("--n-test", type=int, default=None, help="evaluate on a subset (quick checks)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the result to this file")
+    p.add_argument("--ablation", action="store_true",
+                   help="train the recipe, then with one ingredient changed at a time (speed.ABLATIONS)")
     a = p.parse_args(argv)
 
     if a.threads:
         torch.set_num_threads(a.threads)
     recipe = json.loads(json.dumps(FAST_RECIPE))
     for key, value in vars(a).items():
-        if value is None or key in ("target", "threads", "device", "json"):
+        if value is None or key in ("target", "threads", "device", "json", "n_train", "n_test", "ablation"):
             continue
         if key in MODEL_OPTIONS:
             recipe["model_kwargs"][key] = None if value == "none" else value
         else:
-            recipe[key] = value
+            recipe[key] = None if value == "none" else value
     print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print("recipe:", json.dumps(recipe))
     # fit prints one line per epoch; its progress bar goes to stderr, shown only on a terminal.
     quiet_bar = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    kw = dict(target=a.target, device=a.device, n_train=a.n_train, n_test=a.n_test)
+    if a.ablation:
+        with quiet_bar:
+            results = recipe_ablation(base=recipe, progress=False, **kw)
+        print(ablation_table(results))
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump({k: {x: y for x, y in v.items() if x != "history"} for k, v in results.items()}, f,
+                          indent=1)
+        return 0
     with quiet_bar:
-        r = time_to_accuracy(recipe, target=a.target, device=a.device, progress=True)
+        r = time_to_accuracy(recipe, progress=True, **kw)
     h = r["history"]
     print("test accuracy per epoch:", ", ".join(f"{x:.2%}" for x in h.test_top1))
-    print(f"final test accuracy {r['accuracy']:.2%} after {len(h)} epochs; "
+    print(f"final test accuracy {r['accuracy']:.2%} after {len(h)} epochs ({r['n_train']:,} training and "
+          f"{r['n_test']:,} test images); "
           f"training + evaluation {r['train_eval_s']:.1f} s wall; "
           f"total with data loading {r['total_s']:.1f} s; process CPU time {r['cpu_s']:.1f} s")
     if r["reached"] is not None:

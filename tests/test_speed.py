@@ -1,0 +1,195 @@
+"""alexnet_lib.speed and the bench/ commands: FLOP counts, peaks, the ladder's loops, time to accuracy.
+
+Tiny sizes only: these check that the measurements are computed correctly, not how fast anything is
+(speed is measured by `make bench`, which prints ratios from one process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, make_image_data
+from torch import nn
+
+from alexnet_lib.models import get_model
+from alexnet_lib.speed import (
+    RUNGS,
+    DeviceLoop,
+    FitLoop,
+    LoopResult,
+    forward_flops,
+    ladder,
+    measure_loops,
+    peak_stats,
+    predicted_epoch_time,
+    time_to_accuracy,
+    train_flops,
+)
+
+TINY = dict(width=0.25, norm="batch")
+
+
+def test_forward_flops_matches_hand_count():
+    model = nn.Sequential(nn.Conv2d(3, 8, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(8, 16, 3, groups=2),
+                          nn.Flatten(), nn.Linear(16 * 14 * 14, 10))
+    model.in_channels = 3
+    conv1 = 2 * 16 * 16 * 8 * 3 * 25  # 32 px -> 16 px, stride 2
+    conv2 = 2 * 14 * 14 * 16 * (8 // 2) * 9  # groups=2: each kernel sees half the channels
+    fc = 2 * 16 * 14 * 14 * 10
+    assert forward_flops(model, 32) == conv1 + conv2 + fc
+    assert train_flops(model, 32) == 3 * (conv1 + conv2 + fc)
+    assert model.training  # restored
+
+
+def test_alexnet_d2l_flops_and_epoch_prediction():
+    m = get_model("alexnet_d2l", in_channels=1, num_classes=10)
+    f = forward_flops(m, 224)
+    # conv1..5 + fc6..8 of d2l's AlexNet on 1-channel 224 px input, counted by hand
+    convs = (54 * 54 * 96 * 121 + 26 * 26 * 256 * 96 * 25 + 12 * 12 * 384 * 256 * 9
+             + 12 * 12 * 384 * 384 * 9 + 12 * 12 * 256 * 384 * 9)
+    hand = 2 * (convs + 6400 * 4096 + 4096 * 4096 + 4096 * 10)
+    assert f == hand
+    assert predicted_epoch_time(3 * f, 100.0, 60_000) == pytest.approx(60_000 * 3 * f / 100e9)
+
+
+def test_peak_stats_positive_and_rejects_unknown_kind():
+    for kind in ("matmul", "conv"):
+        st = peak_stats(torch.float32, "cpu", kind, n=128, seconds=0.01, repeats=1)
+        assert st["wall"] > 0 and st["cpu"] > 0
+    with pytest.raises(ValueError, match="matmul' or 'conv"):
+        peak_stats(kind="fft")
+
+
+def test_loop_result_statistics():
+    r = LoopResult("x", images=[100, 100, 100], wall=[1.0, 2.0, 4.0], cpu=[2.0, 4.0, 8.0])
+    assert r.rates == [100.0, 50.0, 25.0]
+    assert r.rate == 50.0  # median
+    assert r.cpu_rate == pytest.approx(300 / 14)
+    assert r.cpus == pytest.approx(2.0)
+
+
+def test_device_loop_and_fit_loop_count_images_and_keep_losses():
+    data = make_image_data(n=64, size=28, classes=10)
+    losses = []
+    old = torch.get_float32_matmul_precision()
+    for cls in ("device", "fit"):
+        torch.manual_seed(0)
+        m = get_model("alexnet_small", in_channels=1, num_classes=10, dropout=0.0, **TINY)
+        if cls == "device":
+            lp = DeviceLoop(m, torch.device("cpu"), data, 28, 16, channels_last=True, sync_every_step=False)
+        else:
+            lp = FitLoop(m, torch.device("cpu"), data, 28, 16, precision="fp32")
+        n, wall, cpu = lp.run(2)
+        assert n == 32 and wall > 0 and cpu > 0
+        losses.append(lp.losses)
+    assert [len(x) for x in losses] == [2, 2] and all(torch.isfinite(torch.tensor(x)).all() for x in losses)
+    torch.set_float32_matmul_precision(old)
+
+
+def test_measure_loops_interleaves_and_records_peaks():
+    data = make_image_data(n=64, size=28, classes=10)
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    loops = [DeviceLoop(get_model("alexnet_small", in_channels=1, num_classes=10, **TINY), cpu, data, 28, 8,
+                        name=f"loop{i}") for i in range(2)]
+    res, peak, peak_cpu = measure_loops(loops, steps=1, rounds=2, warmup=0, peak_dtypes=(torch.float32,),
+                                        device="cpu")
+    assert list(res) == ["loop0", "loop1"]
+    assert all(len(r.images) == 2 and r.images[0] == 8 for r in res.values())
+    assert set(peak) == {("fp32", "matmul"), ("fp32", "conv")} and min(peak.values()) > 0
+    assert set(peak_cpu) == set(peak)
+
+
+def test_ladder_every_rung_on_real_fashion_mnist(fashion):
+    train, _ = fashion
+    r = ladder("alexnet_small", 28, 16, rungs=RUNGS, steps=1, rounds=1, warmup=0, device="cpu", data=train,
+               **TINY)
+    assert list(r.results) == list(RUNGS)
+    assert r.ratio("tutorial") == 1.0
+    assert r.train_flops == train_flops(get_model("alexnet_small", in_channels=1, **TINY), 28)
+    for rung in RUNGS:
+        assert r.rate(rung) > 0 and 0 < r.mfu(rung) and 0 < r.mfu_cpu(rung)
+    assert r.precision["tutorial"] == "fp32"
+    text = r.table()
+    assert all(rung in text for rung in RUNGS) and "MFU" in text
+    with pytest.raises(ValueError, match="unknown rung"):
+        ladder("alexnet_small", 28, 16, rungs=("warp",), data=train, **TINY)
+
+
+def test_time_to_accuracy_reports_times_and_target(fashion):
+    train, test = fashion
+    recipe = dict(model="alexnet_small", model_kwargs=TINY, image_size=28, epochs=1, batch_size=64, lr=0.05,
+                  schedule="onecycle", label_smoothing=0.1, seed=0)
+    r = time_to_accuracy(recipe, target=0.0, train=train, test=test.subset(256), n_train=512, progress=False)
+    assert r["n_train"] == 512 and len(r["history"].test_top1) == 1
+    assert r["reached"] == 1 and r["time_to_target_s"] == r["train_eval_s"] > 0
+    assert r["total_s"] >= r["train_eval_s"] and 0.0 <= r["accuracy"] <= 1.0
+    r2 = time_to_accuracy(recipe, target=1.01, train=train, test=test, n_train=512, n_test=256,
+                          progress=False)
+    assert r2["reached"] is None and r2["time_to_target_s"] is None and r2["n_test"] == 256
+
+
+def _bench(module, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", f"bench.{module}", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_throughput_command_prints_ratio_and_mfu(fashion_root, tmp_path):
+    out = tmp_path / "t.json"
+    p = _bench("throughput", "--models", "alexnet_small@28:width=0.25,norm=batch", "--batch-size", "16",
+               "--steps", "1", "--rounds", "1", "--warmup", "0", "--device", "cpu", "--json", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "RATIO" in p.stdout and "MFU" in p.stdout and "peak GFLOP/s" in p.stdout
+    (row,) = json.loads(out.read_text())
+    assert row["model"] == "alexnet_small" and row["kwargs"] == TINY and row["image_size"] == 28
+    assert set(row["loops"]) == {"tutorial", "fit"} and row["ratio_fit_vs_tutorial"] > 0
+
+
+def test_throughput_command_rejects_bad_model_spec(fashion_root):
+    p = _bench("throughput", "--models", "alexnet_small@big")
+    assert p.returncode != 0 and "name@size" in p.stderr
+
+
+def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
+    out = tmp_path / "r.json"
+    args = ["--epochs", "1", "--width", "0.25", "--n-train", "512", "--n-test", "256", "--batch-size", "64",
+            "--json", str(out)]
+    p = _bench("time_to_accuracy", *args, "--target", "0")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "target 0% reached after epoch 1" in p.stdout
+    r = json.loads(out.read_text())
+    assert r["n_train"] == 512 and r["recipe"]["epochs"] == 1 and len(r["history"]["test_top1"]) == 1
+    p = _bench("time_to_accuracy", *args, "--target", "1.01")
+    assert p.returncode == 1 and "NOT reached" in p.stdout
+
+
+def test_recipe_ablation_changes_one_thing_and_reports_divergence(monkeypatch):
+    import alexnet_lib.speed as speed
+    from alexnet_lib.train import TrainingDivergedError
+
+    seen = []
+
+    def fake(recipe, **kw):
+        seen.append(recipe)
+        if recipe["lr"] > 1:
+            raise TrainingDivergedError("loss is nan at epoch 1, step 3\nmore detail", epoch=1, step=3,
+                                        lr=10.0, checkpoint=None)
+        ls = recipe["label_smoothing"]
+        return dict(recipe=recipe, accuracy=0.9 - ls, train_eval_s=10.0 * recipe["epochs"],
+                    reached=1 if ls == 0 else None, time_to_target_s=5.0)
+
+    monkeypatch.setattr(speed, "time_to_accuracy", fake)
+    base = dict(speed.FAST_RECIPE, label_smoothing=0.1, epochs=2)
+    variants = {"base": {}, "no ls": dict(label_smoothing=0.0), "boom": dict(lr=10.0)}
+    out = speed.recipe_ablation(variants, base=base, n_train=7)
+    assert list(out) == ["base", "no ls", "boom"]
+    assert seen[1] == {**base, "label_smoothing": 0.0} and seen[2]["lr"] == 10.0
+    assert out["boom"]["diverged"] == "loss is nan at epoch 1, step 3"
+    text = speed.ablation_table(out)
+    assert "+10.00p" in text and "diverged" in text and "epoch 1, 5 s" in text
+    # every default ablation names keys fit or the model accepts
+    for change in speed.ABLATIONS.values():
+        assert set(change) <= set(speed.FAST_RECIPE)
