@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--subset", type=int, metavar="N", help="train on N images (stratified), test on <= N")
     t.add_argument("--max-steps", type=int, metavar="S", help="at most S steps per epoch")
     t.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: best available)")
-    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--data-root", help="datasets directory (default: $ALEXNET_DATA)")
     t.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")

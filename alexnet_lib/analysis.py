@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .data import DeviceLoader, ImageData
-from .train import _amp
+from .train import amp_dtype
 
 __all__ = ["confusion_matrix", "extract_features", "misclassified", "nearest_neighbours",
            "per_class_accuracy", "predict", "preprocess", "top_k"]
@@ -31,7 +31,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def _autocast(model: nn.Module, precision: str):
     device = _device_of(model)
-    amp = _amp(precision, device)
+    amp = amp_dtype(precision, device)
     return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
 

@@ -41,14 +41,14 @@ def cpu_name() -> str:
 
 def report_environment(**settings) -> dict:
     """Print (and return) the hardware, library versions and run settings behind a notebook's outputs."""
-    from .train import autocast_dtype, select_device
+    from .train import amp_dtype, select_device
 
     device = select_device()
     info = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()})",
         "torch": torch.__version__,
-        "precision": str(autocast_dtype(device) or torch.float32).replace("torch.", ""),
+        "precision": str(amp_dtype("auto", device) or torch.float32).replace("torch.", ""),
         "mode": "QUICK (ALEXNET_QUICK=1: short runs)" if QUICK else "full",
         **settings,
     }

@@ -14,7 +14,8 @@ rung                  what changes
 ``device_batches``    uint8 images kept on the device, each batch indexed, converted and resized there
                       (:class:`~alexnet_lib.data.DeviceLoader`)
 ``channels_last``     + model and batches in channels_last (NHWC) memory layout
-``bf16``              + bfloat16 autocast (where the hardware computes it natively)
+``bf16``              + bfloat16 autocast where the hardware computes it natively (fp16 on a CUDA GPU
+                      without bf16, as ``fit`` does; fp32 where neither is available)
 ``fit``               :func:`alexnet_lib.train.fit` itself (all of the above, no per-step host sync on a
                       GPU)
 ====================  ==============================================================================
@@ -41,7 +42,7 @@ import torch.nn as nn
 
 from .data import DeviceLoader, ImageData, default_data_root, load_dataset
 from .models import get_model
-from .train import autocast_dtype, fit, select_device
+from .train import DTYPE_NAMES, amp_dtype, autocast_dtype, fit, select_device
 
 __all__ = ["ABLATIONS", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult",
            "LoopResult", "TutorialLoop", "ablation_table", "bf16_hardware", "conv_peak", "forward_flops",
@@ -395,10 +396,10 @@ class LadderResult:
     threads: int
     train_flops: float  # per image
     results: dict  # rung name -> LoopResult
-    peak: dict  # 'fp32' / 'bf16' -> GFLOP/s (best matmul or conv seen in the run)
-    precision: dict  # rung name -> 'fp32' / 'bf16'
+    peak: dict  # 'fp32' / 'bf16' / 'fp16' -> GFLOP/s (best matmul or conv seen in the run)
+    precision: dict  # rung name -> 'fp32' / 'bf16' / 'fp16'
     seconds: float = 0.0
-    peak_cpu: dict = field(default_factory=dict)  # 'fp32' / 'bf16' -> best GFLOP per CPU-second
+    peak_cpu: dict = field(default_factory=dict)  # same keys as peak -> best GFLOP per CPU-second
     peak_detail: dict = field(default_factory=dict)  # 'fp32 matmul', 'fp32 conv', ... -> GFLOP/s
 
     def rate(self, rung: str) -> float:
@@ -418,8 +419,8 @@ class LadderResult:
         return self.gflops(rung) / self.peak[self.precision[rung]]
 
     def ceiling(self, precision: str = "bf16") -> float:
-        """Images/s of a loop running at 100% of the measured peak in ``precision`` ('fp32' or 'bf16';
-        falls back to 'fp32' where the device has no bf16): an upper bound for any loop that does the
+        """Images/s of a loop running at 100% of the measured peak in ``precision`` ('fp32', 'bf16' or
+        'fp16'; falls back to 'fp32' where it was not measured): an upper bound for any loop that does the
         same FLOPs, so ``ceiling() / rate('tutorial')`` bounds the speed-up a faster loop can give."""
         return self.peak.get(precision, self.peak["fp32"]) * 1e9 / self.train_flops
 
@@ -447,7 +448,7 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
     """Interleave the loops: ``warmup`` steps each, then ``rounds`` x (``steps`` steps of every loop in
     turn, followed by short bursts of a large matmul and a large convolution per dtype in
     ``peak_dtypes``). Returns ({name: LoopResult}, {(dtype name, kind): best GFLOP/s},
-    {(dtype name, kind): best GFLOP per CPU-second}), dtype name 'fp32' or 'bf16', kind 'matmul' or
+    {(dtype name, kind): best GFLOP per CPU-second}), dtype name 'fp32', 'bf16' or 'fp16', kind 'matmul' or
     'conv'."""
     results = {lp.name: LoopResult(lp.name) for lp in loops}
     peak, peak_cpu = {}, {}
@@ -463,7 +464,7 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
             if log:
                 log(f"  round {r + 1}/{rounds} {lp.name:<15} {n / wall:8.1f} img/s")
         for dt in peak_dtypes:
-            key = "bf16" if dt == torch.bfloat16 else "fp32"
+            key = DTYPE_NAMES[dt]
             for kind in ("matmul", "conv"):
                 st = peak_stats(dt, device, kind, seconds=0.2, repeats=2)
                 peak[key, kind] = max(peak.get((key, kind), 0.0), st["wall"])
@@ -481,7 +482,7 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
     device = select_device(device)
     data = data if data is not None else load_dataset("fashion-mnist", train=True, download=False)
     kw = dict(num_classes=data.num_classes, in_channels=data.channels, **model_kwargs)
-    bf16 = autocast_dtype(device)
+    low = amp_dtype("auto", device)  # what fit computes in: bf16, fp16 (GPUs without bf16) or None
 
     def new_model():
         torch.manual_seed(seed)
@@ -500,14 +501,14 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
         elif name == "channels_last":
             lp = DeviceLoop(new_model(), device, data, channels_last=True, name=name, **common)
         elif name == "bf16":
-            lp = DeviceLoop(new_model(), device, data, channels_last=True, amp=bf16, name=name, **common)
+            lp = DeviceLoop(new_model(), device, data, channels_last=True, amp=low, name=name, **common)
         elif name == "fit":
             lp = FitLoop(new_model(), device, data, **common)
         else:
             raise ValueError(f"unknown rung {name!r}; choose from {RUNGS}")
         loops.append(lp)
-        precision[name] = "bf16" if (name in ("bf16", "fit") and bf16 is not None) else "fp32"
-    dtypes = [torch.float32] + ([torch.bfloat16] if bf16 is not None else [])
+        precision[name] = DTYPE_NAMES[low] if name in ("bf16", "fit") else "fp32"
+    dtypes = [torch.float32] + ([low] if low is not None else [])
     log = print if verbose else None
     results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device, log)
     peak = {d: max(v for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}

@@ -27,8 +27,8 @@ import torch.nn as nn
 
 from .data import DeviceLoader, ImageData
 
-__all__ = ["CheckpointMismatchError", "History", "TrainingDivergedError", "autocast_dtype", "evaluate",
-           "fit", "seed_everything", "select_device"]
+__all__ = ["CheckpointMismatchError", "History", "TrainingDivergedError", "amp_dtype", "autocast_dtype",
+           "evaluate", "fit", "seed_everything", "select_device"]
 
 CHECKPOINT, HISTORY = "checkpoint.pt", "history.json"
 SCHEDULES = (None, "step", "plateau", "onecycle", "cosine")
@@ -90,10 +90,24 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
     return None
 
 
-def _amp(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
-    return {"auto": autocast_dtype(device), "bf16": torch.bfloat16, "fp32": None}[precision]
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def amp_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype ``fit`` and ``evaluate`` use for ``precision`` on ``device`` (None = fp32).
+
+    'auto' is bf16 where the device computes it natively, fp16 on a CUDA GPU without bf16 (a T4 or
+    V100: its tensor cores compute fp16; ``fit`` then scales the loss with a ``GradScaler`` so that
+    small gradients do not underflow), fp32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    device = torch.device(device)
+    if precision == "auto":
+        return autocast_dtype(device) or (torch.float16 if device.type == "cuda" else None)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32", torch.float32: "fp32"}
 
 
 def seed_everything(seed: int) -> None:
@@ -197,7 +211,7 @@ def evaluate(model: nn.Module, data, device=None, topk=(1, 5), batch_size: int =
     """
     device = torch.device(device) if device is not None else (_model_device(model) or select_device())
     model.to(device)
-    amp = _amp(precision, device)
+    amp = amp_dtype(precision, device)
     if channels_last is None:
         channels_last = device.type != "mps"
     if isinstance(data, ImageData):
@@ -316,8 +330,10 @@ class _LivePlot:
 _RESUME_IGNORES = {"epochs", "lr", "device", "progress", "verbose", "live_plot", "log_every"}
 
 
-def _load_checkpoint(path: Path, model, opt, sched, args: dict, warn: bool) -> tuple[History, int]:
-    """Restore model, optimizer, scheduler and RNG states from ``path``: (history, epochs done)."""
+def _load_checkpoint(path: Path, model, opt, sched, args: dict, warn: bool,
+                     scaler=None) -> tuple[History, int]:
+    """Restore model, optimizer, scheduler, loss scaler and RNG states from ``path``: (history, epochs
+    done)."""
     ck = torch.load(path, map_location="cpu", weights_only=False)
     mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in ck["model"].items()}
@@ -332,6 +348,8 @@ def _load_checkpoint(path: Path, model, opt, sched, args: dict, warn: bool) -> t
     opt.load_state_dict(ck["optimizer"])
     if sched is not None and ck["scheduler"] is not None:
         sched.load_state_dict(ck["scheduler"])
+    if scaler is not None and scaler.is_enabled() and ck.get("scaler"):
+        scaler.load_state_dict(ck["scaler"])
     old = ck["args"]
     if args["schedule"] in ("onecycle", "cosine") and args["epochs"] > old["epochs"]:
         raise ValueError(f"{path}: its {args['schedule']} schedule ends after {old['epochs']} epochs and "
@@ -366,7 +384,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
     ``model.default_input_size``, with ``augment`` applied to training batches) or ready loaders.
     ``optimizer``: 'sgd' (momentum, weight decay as in the paper) or 'adamw'. ``schedule``: None,
     'step' (lr/10 every epochs//3), 'plateau' (lr/10 when the test loss stalls), 'onecycle', 'cosine'.
-    ``precision``: 'auto' (bf16 autocast where supported), 'bf16' or 'fp32'. ``channels_last``: None =
+    ``precision``: 'auto' (bf16 autocast where supported, fp16 with loss scaling on CUDA GPUs without
+    bf16), 'bf16', 'fp16' or 'fp32'. ``channels_last``: None =
     yes except on MPS. With ``out_dir`` a checkpoint is written after every epoch and ``resume=True``
     continues from it (a changed ``lr`` rescales the restored schedule). ``progress``: a tqdm bar per
     epoch; ``verbose`` (default: as ``progress``): one printed line per epoch. ``log_every``: steps
@@ -390,7 +409,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
     master = rank == 0
     verbose = (progress if verbose is None else verbose) and master
     seed_everything(seed + rank)
-    amp = _amp(precision, device)
+    amp = amp_dtype(precision, device)
     channels_last = device.type != "mps" if channels_last is None else channels_last
     image_size = image_size or getattr(model, "default_input_size", None)
     log_every = log_every or (1 if device.type == "cpu" else 25)
@@ -414,14 +433,17 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched, sched_per_step = _make_schedule(schedule, opt, epochs, steps)
+    # fp16 has a narrow range: scale the loss up so small gradients survive, unscale before the step
+    # (steps whose gradients overflowed are skipped and the scale is lowered)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     history = History(config={**args, "model": type(model).__name__, "device": str(device),
                               "params": sum(p.numel() for p in model.parameters()), "world_size": world,
-                              "amp": "bf16" if amp is not None else "fp32"})
+                              "amp": DTYPE_NAMES[amp]})
     out_dir = Path(out_dir) if out_dir is not None else None
     ckpt_path, start = (out_dir / CHECKPOINT if out_dir is not None else None), 0
     if resume and ckpt_path.exists():
-        history, start = _load_checkpoint(ckpt_path, model, opt, sched, args, warn=master)
+        history, start = _load_checkpoint(ckpt_path, model, opt, sched, args, warn=master, scaler=scaler)
         if start >= epochs:
             if verbose:
                 print(f"{ckpt_path}: already trained for {start} epochs (asked for {epochs}); nothing to do.")
@@ -456,8 +478,9 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                 logits = net(x)
                 loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             step_lrs.append(opt.param_groups[0]["lr"])
             if sched_per_step:
                 sched.step()
@@ -506,6 +529,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
             state = dict(model=model.state_dict(), model_class=type(model).__name__,
                          optimizer=opt.state_dict(), epoch=epoch + 1,
                          scheduler=sched.state_dict() if sched is not None else None,
+                         scaler=scaler.state_dict() if scaler.is_enabled() else None,
                          history=history.to_dict(), rng=_rng_state(), args=args)
             _atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
             history.save(out_dir / HISTORY)

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--norm", default=None, help="batch, lrn or none")
     p.add_argument("--optimizer", default=None, help="sgd or adamw")
     p.add_argument("--schedule", default=None, help="onecycle, cosine, step, plateau or none")
-    p.add_argument("--precision", default=None, help="auto, bf16 or fp32")
+    p.add_argument("--precision", default=None, help="auto, bf16, fp16 or fp32")
     p.add_argument("--n-train", type=int, default=None, help="train on a subset (quick checks)")
     p.add_argument("--n-test", type=int, default=None, help="evaluate on a subset (quick checks)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")

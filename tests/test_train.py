@@ -19,6 +19,7 @@ from alexnet_lib.train import (
     CheckpointMismatchError,
     History,
     TrainingDivergedError,
+    amp_dtype,
     autocast_dtype,
     evaluate,
     fit,
@@ -59,11 +60,21 @@ def test_select_device_and_autocast_dtype():
         assert autocast_dtype("cpu") == torch.bfloat16
 
 
+def test_amp_dtype_per_precision():
+    assert amp_dtype("fp32", "cpu") is None
+    assert amp_dtype("bf16", "cpu") == torch.bfloat16 and amp_dtype("fp16", "cpu") == torch.float16
+    assert amp_dtype("auto", "cpu") == autocast_dtype("cpu")
+    if torch.cuda.is_available():  # fp16 (with loss scaling) where the GPU has no bf16
+        assert amp_dtype("auto", "cuda") in (torch.bfloat16, torch.float16)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        amp_dtype("int8", "cpu")
+
+
 def test_bad_arguments():
     d = make_image_data(n=8)
     for kw, match in [(dict(epochs=0), "epochs"), (dict(epochs=1, optimizer="adam"), "optimizer"),
                       (dict(epochs=1, schedule="linear"), "schedule"),
-                      (dict(epochs=1, precision="fp16"), "precision"),
+                      (dict(epochs=1, precision="fp8"), "precision"),
                       (dict(epochs=1, resume=True), "out_dir")]:
         with pytest.raises(ValueError, match=match):
             fit(TinyCNN(), d, progress=False, **kw)
@@ -142,7 +153,7 @@ class CrashAfter:
         return x
 
 
-@pytest.mark.parametrize("precision,schedule", [("fp32", "cosine"), ("auto", "step")])
+@pytest.mark.parametrize("precision,schedule", [("fp32", "cosine"), ("auto", "step"), ("fp16", "onecycle")])
 def test_interrupted_run_resumes_exactly(small, tmp_path, precision, schedule):
     kw = dict(batch_size=100, lr=0.05, schedule=schedule, precision=precision, device="cpu", progress=False)
     seed_everything(0)
@@ -159,6 +170,12 @@ def test_interrupted_run_resumes_exactly(small, tmp_path, precision, schedule):
     assert _same_weights(_state(whole), _state(resumed))
     assert h_resumed.step_loss == h_whole.step_loss and h_resumed.test_top1 == h_whole.test_top1
     assert h_resumed.lr == h_whole.lr
+    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert h_resumed.config["amp"] == {"fp32": "fp32", "fp16": "fp16"}.get(precision, h_resumed.config["amp"])
+    if precision == "fp16":  # the loss scaler's state travels with the checkpoint
+        assert ck["scaler"]["scale"] > 0
+    else:
+        assert ck["scaler"] is None
 
 
 def test_one_epoch_plus_resume_equals_two_epochs(small, tmp_path):
