@@ -377,7 +377,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
         augment=None, device=None, precision: str = "auto", channels_last: bool | None = None,
         seed: int = 0, out_dir=None, resume: bool = False, progress: bool = True,
         verbose: bool | None = None, live_plot: bool = False, log_every: int | None = None,
-        max_steps_per_epoch: int | None = None) -> History:
+        max_steps_per_epoch: int | None = None, on_epoch_end=None) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
     ``train_data``/``test_data``: ImageData (batched on the device at ``image_size``, default
@@ -390,7 +390,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
     continues from it (a changed ``lr`` rescales the restored schedule). ``progress``: a tqdm bar per
     epoch; ``verbose`` (default: as ``progress``): one printed line per epoch. ``log_every``: steps
     between host syncs (progress bar, NaN check); default 1 on CPU, 25 elsewhere.
-    ``max_steps_per_epoch`` cuts epochs short (quick runs).
+    ``max_steps_per_epoch`` cuts epochs short (quick runs). ``on_epoch_end(model, history)`` is called
+    after every epoch (after its checkpoint), e.g. to measure something else on the model.
     """
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
@@ -535,6 +536,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
             history.save(out_dir / HISTORY)
         if verbose:
             print(history.epoch_line(), flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(model, history)
         if plot is not None:
             plot.update(history)
     return history

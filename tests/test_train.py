@@ -322,3 +322,17 @@ def test_live_plot_in_a_notebook(monkeypatch):
         live_plot=True, progress=False)
     png = b"\x89PNG"
     assert shown == [("display", png), ("update", png), ("update", png)]  # one figure, redrawn each epoch
+
+
+def test_on_epoch_end_sees_each_epoch(tmp_path):
+    data = make_image_data(n=32, size=28, classes=10)
+    calls = []
+
+    def probe(model, history):
+        calls.append((len(history), evaluate(model, data, device="cpu")["top1"],
+                      (tmp_path / "checkpoint.pt").exists()))
+
+    h = fit(TinyCNN(), data, epochs=3, batch_size=16, device="cpu", progress=False, out_dir=tmp_path,
+            on_epoch_end=probe)
+    assert [c[0] for c in calls] == [1, 2, 3] and all(c[2] for c in calls)  # after the checkpoint
+    assert len(h) == 3 and all(0.0 <= c[1] <= 1.0 for c in calls)
