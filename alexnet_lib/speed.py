@@ -520,11 +520,6 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
                         {f"{d} {k}": v for (d, k), v in peaks.items()})
 
 
-def threads_note() -> str:
-    """One line on the CPU threads torch uses (and the cores the OS reports)."""
-    return f"{torch.get_num_threads()} torch threads on {os.cpu_count()} logical cores"
-
-
 # --- time to accuracy --------------------------------------------------------------------------------
 
 #: The fastest recipe found for >= 90% Fashion-MNIST test accuracy with an AlexNet-family model on a
