@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import eval_mode
 from .models import make_activation
 
 __all__ = [
@@ -301,12 +302,10 @@ def dead_units(model: nn.Module, x: torch.Tensor, kinds: tuple[type[nn.Module], 
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
-    was_training = model.training
-    model.eval()
     try:
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
     return {n: (int((~a).sum()), a.numel()) for n, a in active.items()}

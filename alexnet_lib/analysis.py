@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import DeviceLoader, ImageData
+from .layers import eval_mode
 from .train import amp_dtype
 
 __all__ = ["confusion_matrix", "extract_features", "misclassified", "nearest_neighbours",
@@ -66,16 +67,12 @@ def predict(model: nn.Module, data: ImageData, batch_size: int = 512, image_size
     restored afterwards. ``precision`` as in :func:`~alexnet_lib.train.evaluate` ('auto': bf16 autocast
     where the hardware has it, so the predictions agree with ``evaluate``; 'fp32'; 'bf16').
     """
-    was_training = model.training
-    model.eval()
-    try:
-        probs = []
+    probs = []
+    with eval_mode(model):
         for x, _ in _loader(model, data, batch_size, image_size):
             with _autocast(model, precision):
                 logits = model(x)
             probs.append(torch.softmax(logits.float(), 1).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(probs), data.labels.clone()
 
 
@@ -142,10 +139,8 @@ def extract_features(model: nn.Module, data, layer: nn.Module | str | None = Non
         grabbed.append(t.detach().float().flatten(1).cpu())
 
     handle = layer.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
     try:
-        with _autocast(model, precision):
+        with eval_mode(model), _autocast(model, precision):
             if isinstance(data, ImageData):
                 for x, _ in _loader(model, data, batch_size, image_size):
                     model(x)
@@ -154,7 +149,6 @@ def extract_features(model: nn.Module, data, layer: nn.Module | str | None = Non
                     model(data[i:i + batch_size].to(_device_of(model)))
     finally:
         handle.remove()
-        model.train(was_training)
     return torch.cat(grabbed)
 
 

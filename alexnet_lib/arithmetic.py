@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .layers import eval_mode
+
 __all__ = [
     "conv_output_size",
     "pool_output_size",
@@ -284,13 +286,10 @@ def layer_table(model: nn.Module, input_size: int | tuple[int, int],
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: shapes.__setitem__(n, tuple(out.shape[1:])))
              for n, m in leaves]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x)
     finally:
-        model.train(was_training)
         for hk in hooks:
             hk.remove()
     prefix = type(model).__name__

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import eval_mode
+
 __all__ = [
     "IMAGENET_PCA_EIGVAL",
     "IMAGENET_PCA_EIGVEC",
@@ -251,13 +253,9 @@ def ten_crop_predict(model: nn.Module, images: torch.Tensor, crop_size: int | tu
     """
     crops = ten_crops(images, crop_size)                       # (10, N, C, h, w)
     flat = crops.flatten(0, 1)
-    was_training = model.training
-    model.eval()
-    try:
-        step = batch_size or len(flat)
+    step = batch_size or len(flat)
+    with eval_mode(model):
         out = torch.cat([model(flat[i:i + step]).float() for i in range(0, len(flat), step)])
-    finally:
-        model.train(was_training)
     out = out.view(10, len(images), -1)
     if softmax:
         out = out.softmax(-1)

@@ -13,11 +13,25 @@ the paper's alpha and writes the formula out, so the code reads like the paper.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LocalResponseNorm", "torch_lrn_equivalent"]
+__all__ = ["LocalResponseNorm", "eval_mode", "torch_lrn_equivalent"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``with eval_mode(model):`` runs the block with the model in eval mode (dropout off, BatchNorm on
+    its running statistics) and restores its train/eval mode afterwards, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class LocalResponseNorm(nn.Module):

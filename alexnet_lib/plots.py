@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from .layers import eval_mode
+
 __all__ = ["show_images", "feature_maps", "show_feature_maps", "show_filters"]
 
 
@@ -49,12 +51,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor, kinds=(nn.Conv2d,)) -> dict[
         return lambda _m, _i, o: out.__setitem__(name, o.detach().float().cpu().clone())
 
     hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
-    was_training = model.training
-    model.eval()
     try:
-        model(x)
+        with eval_mode(model):
+            model(x)
     finally:
-        model.train(was_training)
         for h in hooks:
             h.remove()
     return out

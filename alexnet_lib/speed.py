@@ -41,6 +41,7 @@ import torch
 import torch.nn as nn
 
 from .data import DeviceLoader, ImageData, default_data_root, load_dataset
+from .layers import eval_mode
 from .models import get_model
 from .train import DTYPE_NAMES, amp_dtype, autocast_dtype, fit, select_device
 
@@ -100,13 +101,8 @@ def forward_flops(model: nn.Module, image_size: int, in_channels: int | None = N
     c = in_channels or getattr(model, "in_channels", 3)
     p = next(model.parameters())
     x = torch.zeros(2, c, image_size, image_size, device=p.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
     return counter.get_total_flops() / 2
 
 

@@ -26,6 +26,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .data import DeviceLoader, ImageData
+from .layers import eval_mode
 
 __all__ = ["CheckpointMismatchError", "History", "TrainingDivergedError", "amp_dtype", "autocast_dtype",
            "evaluate", "fit", "seed_everything", "select_device"]
@@ -219,23 +220,21 @@ def evaluate(model: nn.Module, data, device=None, topk=(1, 5), batch_size: int =
         size = image_size or getattr(model, "default_input_size", None)
         data = DeviceLoader(data, batch_size, False, device, size, channels_last=channels_last, rank=rank,
                             world_size=world)
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     hits = torch.zeros(len(topk), device=device, dtype=torch.int64)
     n = torch.zeros((), device=device, dtype=torch.int64)
-    for b, (x, y) in enumerate(data):
-        if max_batches is not None and b >= max_batches:
-            break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            logits = model(x)
-        logits = logits.float()
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
-        top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices == y[:, None]
-        hits += torch.stack([top[:, :k].any(1).sum() for k in topk])
-        n += len(y)
-    model.train(was_training)
+    with eval_mode(model):
+        for b, (x, y) in enumerate(data):
+            if max_batches is not None and b >= max_batches:
+                break
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                logits = model(x)
+            logits = logits.float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+            top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices == y[:, None]
+            hits += torch.stack([top[:, :k].any(1).sum() for k in topk])
+            n += len(y)
     if _world()[1] > 1:
         stats = torch.cat([loss_sum[None], hits.double(), n[None].double()])
         dist.all_reduce(stats)

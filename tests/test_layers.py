@@ -41,3 +41,20 @@ def test_lrn_gradients_and_bad_input():
     assert torch.autograd.gradcheck(LocalResponseNorm(alpha=0.1), (x,))
     with pytest.raises(ValueError, match="N, C"):
         LocalResponseNorm()(torch.randn(5, 5))
+
+
+def test_eval_mode_restores_the_mode_even_on_error():
+    from alexnet_lib.layers import eval_mode
+
+    model = torch.nn.Sequential(torch.nn.Dropout(0.5))
+    with eval_mode(model) as m:
+        assert m is model and not model.training
+    assert model.training
+    model.eval()
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert not model.training
+    model.train()
+    with pytest.raises(RuntimeError), eval_mode(model):
+        raise RuntimeError("boom")
+    assert model.training
