@@ -325,7 +325,9 @@ class DeviceLoop(_Loop):
 class FitLoop(_Loop):
     """:func:`alexnet_lib.train.fit` itself: each ``run(k)`` is one call ``fit(..., epochs=1,
     max_steps_per_epoch=k)`` on a prepared :class:`DeviceLoader` (bf16 where supported, channels_last).
-    The wall time is the epoch time ``fit`` measured; the CPU time covers the whole call."""
+    The wall time is the epoch time ``fit`` measured; the CPU time covers the whole call. Every call
+    starts a new optimizer (its momentum buffers are allocated at the first step), so with few steps per
+    round this rung slightly understates what ``fit`` does over a whole epoch."""
 
     name = "fit"
 
