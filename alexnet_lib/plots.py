@@ -159,6 +159,20 @@ def draw_conv_windows(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ax=Non
 __all__ += ["draw_conv_windows"]
 
 
+
+def _finish_curves(fig, axes, title: str | None, integer_x=lambda ax: True):
+    """The common end of the training-curve figures: integer epoch ticks (where ``integer_x(ax)``), a
+    light grid and a small legend on every axis, the title, a tight layout. Returns the Figure."""
+    for ax in axes:
+        if integer_x(ax):
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
 def plot_history(histories: dict, metrics=("loss", "accuracy"), x: str = "epoch", test: bool = True,
                  train: bool = True, title: str | None = None, figsize=None, axes=None):
     """Training curves of several runs, one colour per run: ``plot_history({"LeNet-5": h1, "AlexNet": h2})``.
@@ -197,14 +211,7 @@ def plot_history(histories: dict, metrics=("loss", "accuracy"), x: str = "epoch"
     for ax, m in zip(axes, metrics):
         ax.set_xlabel("epoch" if x == "epoch" else "wall-clock time (s)")
         ax.set_ylabel("cross-entropy loss" if m == "loss" else "accuracy (%)")
-        if x == "epoch":
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_curves(fig, axes[:len(metrics)], title, lambda ax: x == "epoch")
 
 
 __all__ += ["plot_history"]
@@ -230,14 +237,7 @@ def plot_overfitting(runs: dict, title: str | None = None, figsize=(11, 3.5)):
     ax1.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax2.set(xlabel="epoch", ylabel="train - test (points)", title="generalisation gap")
     ax2.axhline(0, color="k", lw=0.6)
-    for ax in (ax1, ax2):
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _finish_curves(fig, (ax1, ax2), title)
 
 
 __all__ += ["plot_overfitting"]
@@ -333,14 +333,8 @@ def plot_seed_runs(runs: dict, metrics=("train_loss", "test_top1"), figsize=None
     for ax, m in zip(axes.flat, metrics):
         ax.set_xlabel("epoch")
         ax.set_ylabel(names.get(m, m))
-        if m != "step_loss":
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    metric_of = dict(zip(axes.flat, metrics))
+    return _finish_curves(fig, metric_of, title, lambda ax: metric_of[ax] != "step_loss")
 
 
 __all__ += ["plot_seed_runs"]
