@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import autocast
 from .layers import eval_mode
 from .models import make_activation
 
@@ -236,7 +237,7 @@ def train_error_curve(model: nn.Module, batches, steps: int, lr: float, momentum
     paper's Figure 1 runs used no regularisation). ``batches``: an iterable of ``(images, labels)``
     (e.g. a shuffling :class:`~alexnet_lib.data.DeviceLoader`), iterated again as often as needed;
     its ``set_epoch(e)`` is called before pass ``e`` if it has one. ``amp_dtype``: e.g.
-    ``torch.bfloat16`` to run the forward pass under autocast (``alexnet_lib.train.autocast_dtype``).
+    ``torch.bfloat16`` to run the forward pass under autocast (``alexnet_lib.device.autocast_dtype``).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
@@ -249,7 +250,7 @@ def train_error_curve(model: nn.Module, batches, steps: int, lr: float, momentum
             batches.set_epoch(epoch)
         n_before = len(errors)
         for x, y in batches:
-            with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            with autocast(device_type, amp_dtype):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)

@@ -18,28 +18,22 @@ import torch
 from torch import nn
 
 from .data import DeviceLoader, ImageData
+from .device import amp_dtype, autocast, model_device
 from .layers import eval_mode
-from .train import amp_dtype
 
 __all__ = ["confusion_matrix", "extract_features", "misclassified", "nearest_neighbours",
            "per_class_accuracy", "predict", "preprocess", "top_k"]
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _autocast(model: nn.Module, precision: str):
-    device = _device_of(model)
-    amp = amp_dtype(precision, device)
-    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    device = model_device(model)
+    return autocast(device, amp_dtype(precision, device))
 
 
 def _loader(model: nn.Module, data: ImageData, batch_size: int, image_size: int | None) -> DeviceLoader:
     # Same batches, layout and precision as train.evaluate, so the predictions agree with its accuracy.
     size = image_size or getattr(model, "default_input_size", None)
-    device = _device_of(model)
+    device = model_device(model)
     return DeviceLoader(data, batch_size, shuffle=False, device=device, image_size=size,
                         channels_last=device.type != "mps")
 
@@ -146,7 +140,7 @@ def extract_features(model: nn.Module, data, layer: nn.Module | str | None = Non
                     model(x)
             else:
                 for i in range(0, len(data), batch_size):
-                    model(data[i:i + batch_size].to(_device_of(model)))
+                    model(data[i:i + batch_size].to(model_device(model)))
     finally:
         handle.remove()
     return torch.cat(grabbed)

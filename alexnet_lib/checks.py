@@ -55,9 +55,11 @@ def number(value, name: str, *, minimum: float | None = None, maximum: float | N
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}{_hint(hint)}")
     if minimum is not None and (value < minimum or (min_open and value == minimum)):
-        raise ValueError(f"{name} must be {'>' if min_open else '>='} {minimum:g}, got {value:g}{_hint(hint)}")
+        op = ">" if min_open else ">="
+        raise ValueError(f"{name} must be {op} {minimum:g}, got {value:g}{_hint(hint)}")
     if maximum is not None and (value > maximum or (max_open and value == maximum)):
-        raise ValueError(f"{name} must be {'<' if max_open else '<='} {maximum:g}, got {value:g}{_hint(hint)}")
+        op = "<" if max_open else "<="
+        raise ValueError(f"{name} must be {op} {maximum:g}, got {value:g}{_hint(hint)}")
     return value
 
 

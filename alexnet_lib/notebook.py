@@ -8,11 +8,10 @@ notebooks come from full runs (``make notebooks``); each notebook prints what pr
 from __future__ import annotations
 
 import os
-import platform
 
-import torch
+from .device import describe
 
-__all__ = ["QUICK", "quick", "pick", "report_environment", "cpu_name"]
+__all__ = ["QUICK", "quick", "pick", "report_environment"]
 
 
 def quick() -> bool:
@@ -28,27 +27,10 @@ def pick(full, short):
     return short if QUICK else full
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def report_environment(**settings) -> dict:
     """Print (and return) the hardware, library versions and run settings behind a notebook's outputs."""
-    from .train import amp_dtype, select_device
-
-    device = select_device()
     info = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-        "cpu": f"{cpu_name()} ({os.cpu_count()} logical cores; torch threads: {torch.get_num_threads()})",
-        "torch": torch.__version__,
-        "precision": str(amp_dtype("auto", device) or torch.float32).replace("torch.", ""),
+        **describe(),
         "mode": "QUICK (ALEXNET_QUICK=1: short runs)" if QUICK else "full",
         **settings,
     }

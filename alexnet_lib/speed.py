@@ -41,14 +41,14 @@ import torch
 import torch.nn as nn
 
 from .data import DeviceLoader, ImageData, default_data_root, load_dataset
+from .device import DTYPE_NAMES, amp_dtype, autocast, peak_stats, select_device, sync
 from .layers import eval_mode
 from .models import get_model
-from .train import DTYPE_NAMES, amp_dtype, autocast_dtype, fit, select_device
+from .train import fit
 
 __all__ = ["ABLATIONS", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult",
-           "LoopResult", "TutorialLoop", "ablation_table", "bf16_hardware", "conv_peak", "forward_flops",
-           "ladder", "matmul_peak", "measure_loops", "peak_stats", "predicted_epoch_time",
-           "recipe_ablation", "sync", "time_to_accuracy", "train_flops"]
+           "LoopResult", "TutorialLoop", "ablation_table", "forward_flops", "ladder", "measure_loops",
+           "predicted_epoch_time", "recipe_ablation", "time_to_accuracy", "train_flops"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
 RUNG_LABELS = {
@@ -61,34 +61,7 @@ RUNG_LABELS = {
 }
 
 
-def sync(device: torch.device) -> None:
-    """Wait for the device to finish its queued work (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def bf16_hardware(device=None) -> str:
-    """What computes bfloat16 on ``device``: 'AMX' or 'AVX-512 BF16' on an x86 CPU (from the kernel's
-    CPU flags), the GPU's name on CUDA, 'none' where bf16 autocast is off (fp32 training).
-
-    The answer sets the ceiling of a bf16 loop: AVX-512 BF16 does twice the multiply-adds of an fp32
-    instruction, AMX's tile instructions many times more."""
-    device = select_device(device)
-    if autocast_dtype(device) is None:
-        return "none"
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return "bf16 (CPU flags unknown)"
-    return "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags else "bf16"
-
-
-# --- FLOPs and peak ---------------------------------------------------------------------------------
+# --- FLOPs ----------------------------------------------------------------------------------------
 
 def forward_flops(model: nn.Module, image_size: int, in_channels: int | None = None) -> float:
     """Forward-pass FLOPs per image (a multiply-add counts 2), counted by ``FlopCounterMode``.
@@ -110,73 +83,6 @@ def train_flops(model: nn.Module, image_size: int, in_channels: int | None = Non
     """FLOPs of one training step per image: forward + backward ~ 3 x forward (backward computes the
     gradients with respect to both the inputs and the weights, each as costly as the forward pass)."""
     return 3 * forward_flops(model, image_size, in_channels)
-
-
-def matmul_peak(dtype: torch.dtype = torch.float32, device=None, n: int | None = None, seconds: float = 0.5,
-                repeats: int = 3) -> float:
-    """Best GFLOP/s of an ``n x n`` matrix multiplication in ``dtype`` over ``repeats`` bursts of about
-    ``seconds`` each: what the hardware delivers on the friendliest workload there is. ``n`` defaults to
-    2048 on a CPU, 8192 on a GPU. fp32 means true fp32 (TF32 off during the measurement)."""
-    return peak_stats(dtype, device, "matmul", n, seconds, repeats)["wall"]
-
-
-def conv_peak(dtype: torch.dtype = torch.float32, device=None, seconds: float = 0.5,
-              repeats: int = 3) -> float:
-    """Best GFLOP/s of a large 3x3 convolution (256 -> 256 channels, 16x16 maps, batch 64 on a CPU, 256
-    on a GPU, channels_last). On some CPUs oneDNN's convolutions run faster than the BLAS library behind
-    ``torch.matmul`` in fp32 (e.g. MKL on AMD processors), so a matmul alone can understate the peak."""
-    return peak_stats(dtype, device, "conv", None, seconds, repeats)["wall"]
-
-
-def peak_stats(dtype: torch.dtype = torch.float32, device=None, kind: str = "matmul", n: int | None = None,
-               seconds: float = 0.5, repeats: int = 3) -> dict:
-    """Like :func:`matmul_peak` (``kind='matmul'``) or :func:`conv_peak` (``kind='conv'``), returning
-    ``{'wall': best GFLOP/s, 'cpu': best GFLOP per CPU-second of this process}``. The second hardly
-    drops when other processes take CPU time (provided waiting threads do not spin:
-    ``OMP_WAIT_POLICY=PASSIVE``)."""
-    device = select_device(device)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    if kind == "matmul":
-        n = n or (2048 if device.type == "cpu" else 8192)
-        a = torch.randn(n, n, generator=g).to(device, dtype)
-        b = torch.randn(n, n, generator=g).to(device, dtype)
-        flop = 2 * n**3
-
-        def op():
-            return a @ b
-    elif kind == "conv":
-        batch = 64 if device.type == "cpu" else 256
-        cl = torch.channels_last
-        x = torch.randn(batch, 256, 16, 16, generator=g).to(device, dtype).contiguous(memory_format=cl)
-        w = torch.randn(256, 256, 3, 3, generator=g).to(device, dtype).contiguous(memory_format=cl)
-        flop = 2 * batch * 16 * 16 * 256 * 256 * 9
-
-        def op():
-            return torch.nn.functional.conv2d(x, w, padding=1)
-    else:
-        raise ValueError(f"kind must be 'matmul' or 'conv', not {kind!r}")
-    old = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
-        op()  # warm-up
-        sync(device)
-        t = time.perf_counter()
-        op()
-        sync(device)
-        k = max(1, int(seconds / max(time.perf_counter() - t, 1e-6)))
-        best = {"wall": 0.0, "cpu": 0.0}
-        for _ in range(repeats):
-            sync(device)
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(k):
-                op()
-            sync(device)
-            gflop = k * flop / 1e9
-            best["wall"] = max(best["wall"], gflop / (time.perf_counter() - t))
-            best["cpu"] = max(best["cpu"], gflop / max(time.process_time() - c, 1e-9))
-        return best
-    finally:
-        torch.set_float32_matmul_precision(old)
 
 
 def predicted_epoch_time(flops_per_image: float, gflops: float, n_images: int = 60_000) -> float:
@@ -308,7 +214,7 @@ class DeviceLoop(_Loop):
         pending = []
         for _ in range(k):
             x, y = self._batch()
-            with torch.autocast(dev.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+            with autocast(dev, self.amp):
                 loss = self.loss_fn(self.model(x).float(), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

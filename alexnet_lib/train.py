@@ -26,10 +26,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .data import DeviceLoader, ImageData
+from .device import DTYPE_NAMES, amp_dtype, autocast, model_device, select_device
 from .layers import eval_mode
 
-__all__ = ["CheckpointMismatchError", "History", "TrainingDivergedError", "amp_dtype", "autocast_dtype",
-           "evaluate", "fit", "seed_everything", "select_device"]
+__all__ = ["CheckpointMismatchError", "History", "TrainingDivergedError", "evaluate", "fit",
+           "seed_everything"]
 
 CHECKPOINT, HISTORY = "checkpoint.pt", "history.json"
 SCHEDULES = (None, "step", "plateau", "onecycle", "cosine")
@@ -47,69 +48,7 @@ class CheckpointMismatchError(RuntimeError):
     """``resume=True`` found a checkpoint of a different model."""
 
 
-# --- device, precision, seeds ----------------------------------------------------------------------
-
-def select_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` if given, else the best available: cuda, then mps, then cpu."""
-    if device not in (None, "auto"):
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _cpu_has_bf16() -> bool:
-    for fn in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # private, present in some versions
-        try:
-            if getattr(torch._C._cpu, fn)():
-                return True
-        except Exception:
-            pass
-    try:
-        if torch.backends.cpu.get_cpu_capability().upper() in ("AMX", "AVX512_BF16"):
-            return True
-        with open("/proc/cpuinfo") as f:  # Linux: the kernel's CPU flags
-            flags = f.read()
-        return " avx512_bf16" in flags or " amx_bf16" in flags
-    except Exception:
-        return False
-
-
-def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
-    """torch.bfloat16 where the device computes in bf16 natively, else None (train in fp32)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            ok = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:
-            ok = torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if ok else None
-    if device.type == "cpu":
-        return torch.bfloat16 if _cpu_has_bf16() else None
-    return None
-
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
-
-def amp_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
-    """The autocast dtype ``fit`` and ``evaluate`` use for ``precision`` on ``device`` (None = fp32).
-
-    'auto' is bf16 where the device computes it natively, fp16 on a CUDA GPU without bf16 (a T4 or
-    V100: its tensor cores compute fp16; ``fit`` then scales the loss with a ``GradScaler`` so that
-    small gradients do not underflow), fp32 elsewhere."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    device = torch.device(device)
-    if precision == "auto":
-        return autocast_dtype(device) or (torch.float16 if device.type == "cuda" else None)
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
-
-DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32", torch.float32: "fp32"}
-
+# --- seeds -----------------------------------------------------------------------------------------
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
@@ -196,11 +135,6 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _model_device(model: nn.Module) -> torch.device | None:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else None
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, data, device=None, topk=(1, 5), batch_size: int = 512,
              image_size: int | None = None, precision: str = "auto", channels_last: bool | None = None,
@@ -210,7 +144,7 @@ def evaluate(model: nn.Module, data, device=None, topk=(1, 5), batch_size: int =
     Returns ``{'loss': ..., 'top1': ..., 'top5': ..., 'n': ...}`` (one ``top{k}`` per k). Under DDP the
     sums are all-reduced over ranks, each rank evaluating its shard.
     """
-    device = torch.device(device) if device is not None else (_model_device(model) or select_device())
+    device = torch.device(device) if device is not None else model_device(model)
     model.to(device)
     amp = amp_dtype(precision, device)
     if channels_last is None:
@@ -228,7 +162,7 @@ def evaluate(model: nn.Module, data, device=None, topk=(1, 5), batch_size: int =
             if max_batches is not None and b >= max_batches:
                 break
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast(device, amp):
                 logits = model(x)
             logits = logits.float()
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
@@ -474,7 +408,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast(device, amp):
                 logits = net(x)
                 loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)

@@ -29,8 +29,8 @@ if __package__ in (None, ""):  # run as `python bench/throughput.py`
 
 import torch  # noqa: E402
 
-from alexnet_lib.notebook import cpu_name  # noqa: E402
-from alexnet_lib.speed import RUNGS, bf16_hardware, ladder  # noqa: E402
+from alexnet_lib.device import bf16_hardware, cpu_name  # noqa: E402
+from alexnet_lib.speed import RUNGS, ladder  # noqa: E402
 
 DEFAULT_MODELS = ["alexnet_d2l@224", "alexnet_small@32"]
 

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as `python bench/time_to_accuracy.py`
 
 import torch  # noqa: E402
 
-from alexnet_lib.notebook import cpu_name  # noqa: E402
+from alexnet_lib.device import cpu_name  # noqa: E402
 from alexnet_lib.speed import FAST_RECIPE, ablation_table, recipe_ablation, time_to_accuracy  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")

@@ -23,7 +23,6 @@ from alexnet_lib.speed import (
     forward_flops,
     ladder,
     measure_loops,
-    peak_stats,
     predicted_epoch_time,
     time_to_accuracy,
     train_flops,
@@ -53,14 +52,6 @@ def test_alexnet_d2l_flops_and_epoch_prediction():
     hand = 2 * (convs + 6400 * 4096 + 4096 * 4096 + 4096 * 10)
     assert f == hand
     assert predicted_epoch_time(3 * f, 100.0, 60_000) == pytest.approx(60_000 * 3 * f / 100e9)
-
-
-def test_peak_stats_positive_and_rejects_unknown_kind():
-    for kind in ("matmul", "conv"):
-        st = peak_stats(torch.float32, "cpu", kind, n=128, seconds=0.01, repeats=1)
-        assert st["wall"] > 0 and st["cpu"] > 0
-    with pytest.raises(ValueError, match="matmul' or 'conv"):
-        peak_stats(kind="fft")
 
 
 def test_loop_result_statistics():

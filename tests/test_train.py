@@ -19,12 +19,9 @@ from alexnet_lib.train import (
     CheckpointMismatchError,
     History,
     TrainingDivergedError,
-    amp_dtype,
-    autocast_dtype,
     evaluate,
     fit,
     seed_everything,
-    select_device,
 )
 
 
@@ -44,30 +41,6 @@ def _same_weights(a, b):
 
 def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-# --- device and precision -------------------------------------------------------------------------------
-
-
-def test_select_device_and_autocast_dtype():
-    assert select_device("cpu") == torch.device("cpu")
-    assert select_device().type in ("cuda", "mps", "cpu")
-    assert autocast_dtype("cpu") in (torch.bfloat16, None)
-    assert autocast_dtype("meta") is None
-    with open("/proc/cpuinfo") as f:
-        flags = f.read()
-    if " avx512_bf16" in flags or " amx_bf16" in flags:
-        assert autocast_dtype("cpu") == torch.bfloat16
-
-
-def test_amp_dtype_per_precision():
-    assert amp_dtype("fp32", "cpu") is None
-    assert amp_dtype("bf16", "cpu") == torch.bfloat16 and amp_dtype("fp16", "cpu") == torch.float16
-    assert amp_dtype("auto", "cpu") == autocast_dtype("cpu")
-    if torch.cuda.is_available():  # fp16 (with loss scaling) where the GPU has no bf16
-        assert amp_dtype("auto", "cuda") in (torch.bfloat16, torch.float16)
-    with pytest.raises(ValueError, match="precision must be one of"):
-        amp_dtype("int8", "cpu")
 
 
 def test_bad_arguments():
