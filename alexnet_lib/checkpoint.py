@@ -102,7 +102,7 @@ def save_checkpoint(path, state: dict) -> None:
     h = hashlib.sha256()
     nbytes = _digest(state, h)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _writing.add(tmp)
+    _writing.add(tmp.resolve())
     try:
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, "sha256": h.hexdigest(), "state": state}, f)
@@ -113,7 +113,7 @@ def save_checkpoint(path, state: dict) -> None:
     except OSError as e:
         raise _write_error(e, path, nbytes) from e
     finally:
-        _writing.discard(tmp)
+        _writing.discard(tmp.resolve())
         tmp.unlink(missing_ok=True)
 
 
@@ -121,13 +121,14 @@ def _fsync_dir(directory: Path) -> None:
     """Make the rename itself durable (POSIX only; Windows cannot open a directory)."""
     if os.name == "nt":
         return
-    fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on directories: the rename is still atomic
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems refuse: the rename is atomic all the same, only less durable
         pass
-    finally:
-        os.close(fd)
 
 
 def _write_error(e: OSError, path: Path, nbytes: int) -> OSError:
@@ -201,9 +202,9 @@ def _read(path: Path):
             raise _unreadable(path, e) from None
         if all(n.startswith("numpy") for n in names):  # the pre-format-2 layout: NumPy RNG state, no tag
             raise CheckpointError(_old_format(path)) from None
-        raise CheckpointError(f"checkpoint {path} contains objects that would run code when loaded "
-                              f"({', '.join(names)}): it is not a checkpoint of this library and was refused "
-                              f"unread; {_START_OVER}") from None
+        raise CheckpointError(f"checkpoint {path} holds Python objects that a safe load refuses and that "
+                              f"could run code ({', '.join(names)}): it is not a checkpoint of this library "
+                              f"and was left unread; {_START_OVER}") from None
     except Exception as e:  # the zip reader (RuntimeError, OSError), a truncated pickle (EOFError), ...
         raise _unreadable(path, e) from None
 
@@ -279,7 +280,7 @@ def clean_stale_temp_files(directory) -> list[Path]:
     removed = []
     for p in sorted(directory.iterdir()):
         m = _TEMP.match(p.name)
-        if not m or not p.is_file() or p in _writing:
+        if not m or not p.is_file() or p.resolve() in _writing:
             continue
         pid = int(m.group(2))
         if pid == os.getpid() or not _pid_alive(pid):

@@ -105,8 +105,17 @@ def test_buffers_adamw_and_every_schedule_round_trip(tmp_path, schedule):
     assert _same(state, load_checkpoint(tmp_path / "c.pt", map_location=None))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_map_location_moves_every_tensor(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", dict(w=torch.randn(3, device="cuda"), nested=[dict(b=torch.ones(2))]))
+    cpu = load_checkpoint(tmp_path / "c.pt")
+    gpu = load_checkpoint(tmp_path / "c.pt", map_location="cuda")
+    assert not cpu["w"].is_cuda and not cpu["nested"][0]["b"].is_cuda
+    assert gpu["w"].is_cuda and gpu["nested"][0]["b"].is_cuda and torch.equal(gpu["w"].cpu(), cpu["w"])
+
+
 def test_save_replaces_the_previous_checkpoint(tmp_path):
-    path = tmp_path / "checkpoint.pt"
+    path = str(tmp_path / "checkpoint.pt")  # str paths work as well as Paths
     save_checkpoint(path, dict(epoch=1))
     save_checkpoint(path, dict(epoch=2))
     assert load_checkpoint(path) == dict(epoch=2) and os.listdir(tmp_path) == ["checkpoint.pt"]
