@@ -12,6 +12,7 @@ from torch import nn
 from alexnet_lib.analysis import (
     confusion_matrix,
     extract_features,
+    feature_maps,
     misclassified,
     nearest_neighbours,
     per_class_accuracy,
@@ -119,8 +120,6 @@ def test_preprocess_matches_the_loader_and_top_k():
 
 
 def test_feature_maps_keep_conv_output_before_inplace_relu():
-    from alexnet_lib.plots import feature_maps
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True))
     x = torch.randn(2, 1, 8, 8)
