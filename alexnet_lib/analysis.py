@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import DeviceLoader, ImageData
+from .data import ImageData
 from .device import amp_dtype, autocast, model_device
 from .layers import capture_outputs, eval_mode
-from .train import evaluate
+from .train import evaluate, make_loader
 
 __all__ = ["confusion_matrix", "extract_features", "feature_maps", "misclassified", "nearest_neighbours",
            "per_class_accuracy", "predict", "preprocess", "top_k", "train_accuracy_probe"]
@@ -33,15 +33,6 @@ __all__ = ["confusion_matrix", "extract_features", "feature_maps", "misclassifie
 def _autocast(model: nn.Module, precision: str):
     device = model_device(model)
     return autocast(device, amp_dtype(precision, device))
-
-
-def _loader(model: nn.Module, data: ImageData, batch_size: int, image_size: int | None) -> DeviceLoader:
-    # TODO: train.make_loader(model, data, batch_size=..., train=False) once branch `train` provides it.
-    # Same batches, layout and precision as train.evaluate, so the predictions agree with its accuracy.
-    size = image_size or getattr(model, "default_input_size", None)
-    device = model_device(model)
-    return DeviceLoader(data, batch_size, shuffle=False, device=device, image_size=size,
-                        channels_last=device.type != "mps")
 
 
 def preprocess(model: nn.Module, images: torch.Tensor, like: ImageData, image_size: int | None = None):
@@ -54,7 +45,7 @@ def preprocess(model: nn.Module, images: torch.Tensor, like: ImageData, image_si
         images = images.unsqueeze(0)
     sub = ImageData(images.to(torch.uint8).cpu(), torch.zeros(len(images), dtype=torch.int64), like.classes,
                     like.name, like.mean, like.std)
-    loader = _loader(model, sub, len(sub), image_size)
+    loader = make_loader(model, sub, batch_size=len(sub), train=False, image_size=image_size)
     return loader.transform(loader.images)
 
 
@@ -69,7 +60,8 @@ def predict(model: nn.Module, data: ImageData, batch_size: int = 512, image_size
     """
     probs = []
     with eval_mode(model):
-        for x, _ in _loader(model, data, batch_size, image_size):
+        # the loader evaluate uses: same batches, layout and precision, so the predictions agree with it
+        for x, _ in make_loader(model, data, batch_size=batch_size, train=False, image_size=image_size):
             with _autocast(model, precision):
                 logits = model(x)
             probs.append(torch.softmax(logits.float(), 1).cpu())
@@ -130,7 +122,8 @@ def extract_features(model: nn.Module, data, layer: nn.Module | str | None = Non
         layer = _last_linear(model)
         use_input = True if use_input is None else use_input
     if isinstance(data, ImageData):
-        batches = (x for x, _ in _loader(model, data, batch_size, image_size))
+        loader = make_loader(model, data, batch_size=batch_size, train=False, image_size=image_size)
+        batches = (x for x, _ in loader)
     else:
         batches = (data[i:i + batch_size].to(model_device(model)) for i in range(0, len(data), batch_size))
     grabbed: list[torch.Tensor] = []
