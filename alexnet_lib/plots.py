@@ -27,8 +27,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from .activations import ACTIVATIONS, COLOURS, gradient_norms
+from .activations import ACTIVATIONS, COLOURS, INITS, gradient_norms
 from .arithmetic import InputTooSmallError, conv_output_size
+from .checks import choice, integer
 from .layers import LocalResponseNorm
 
 __all__ = ["LivePlot", "draw_conv_windows", "plot_confusion", "plot_epoch_time", "plot_gradient_norms",
@@ -224,8 +225,19 @@ def plot_gradient_norms(activations: str | Sequence[str] = ACTIVATIONS, init: st
     """
     import matplotlib.pyplot as plt
 
+    # checked before any figure is made (the same checks and messages as alexnet_lib.activations)
     if isinstance(activations, str):
         activations = [activations]
+    if not isinstance(activations, Sequence) or len(activations) == 0:
+        raise ValueError(f"activations must be an activation name or a non-empty list of them "
+                         f"(from {list(ACTIVATIONS)}), got {activations!r}")
+    for name in activations:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of the activations {list(ACTIVATIONS)}, got {name!r}")
+    integer(depth, "depth", hint="the number of hidden layers, e.g. depth=20")
+    integer(width, "width", hint="features (linear) or channels (conv) per layer, e.g. width=256")
+    choice(init, "init", INITS)
+    choice(kind, "kind", ("linear", "conv"))
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3.6))
     else:

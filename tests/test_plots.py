@@ -90,6 +90,13 @@ def test_plot_gradient_norms_draws_one_line_per_activation():
     assert len(ax.lines) == len(ACTIVATIONS) and ax.get_yscale() == "log"
     fig2 = plots.plot_gradient_norms("tanh", init=INITS[0], depth=3, width=8, kind="conv")
     assert len(fig2.axes[0].lines) == 1
+    n_figures = len(plt.get_fignums())
+    for bad, message in ((dict(activations=[]), "non-empty list"), (dict(activations=["relu", "gelu"]),
+                         "one of the activations"), (dict(depth=0), "depth must be >= 1"),
+                         (dict(init="orthogonal"), "init must be one of")):
+        with pytest.raises(ValueError, match=message):
+            plots.plot_gradient_norms(**bad)
+    assert len(plt.get_fignums()) == n_figures  # refused before any figure was made
 
 
 def test_lrn_effect():
