@@ -71,7 +71,7 @@ def torch_lrn_equivalent(size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
 def capture_outputs(model: nn.Module, modules_or_kinds, clone: bool = True, inputs: bool = False):
     """``with capture_outputs(model, nn.ReLU) as out: model(x)`` records what chosen layers compute.
 
-    ``modules_or_kinds``: a module class or a tuple of classes (every submodule of those kinds), or
+    ``modules_or_kinds``: a module class or a tuple/list of classes (every submodule of those kinds), or
     submodules of ``model`` / their names in ``model.named_modules()`` (one, or a list). ``out`` maps each
     chosen module's name to its output (detached) of its latest run inside the block, or with
     ``inputs=True`` to its first input. ``clone=True`` copies it as the module returns: without the copy
@@ -102,7 +102,7 @@ def capture_outputs(model: nn.Module, modules_or_kinds, clone: bool = True, inpu
 def _select(model: nn.Module, chosen) -> set[str]:
     """The names in ``model.named_modules()`` of the modules ``chosen`` by class, object or name."""
     named = dict(model.named_modules())
-    kinds = chosen if isinstance(chosen, tuple) else (chosen,)
+    kinds = tuple(chosen) if isinstance(chosen, (tuple, list)) else (chosen,)
     if kinds and all(isinstance(k, type) for k in kinds):  # module classes: every module of those kinds
         return {n for n, m in named.items() if isinstance(m, kinds)}
     if isinstance(chosen, (str, nn.Module)):

@@ -178,7 +178,7 @@ def test_capture_outputs_clones_under_inplace_relu():
         expected = model[0](x)
         with capture_outputs(model, (nn.Conv2d, nn.ReLU)) as out:
             model(x)
-        with capture_outputs(model, nn.Conv2d, clone=False) as shared:
+        with capture_outputs(model, [nn.Conv2d], clone=False) as shared:
             model(x)
     assert list(out) == ["0", "1"]  # in the order they ran
     torch.testing.assert_close(out["0"], expected)  # negative values survive the in-place ReLU
