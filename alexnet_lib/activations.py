@@ -7,8 +7,9 @@ faster than the same network with tanh units (Figure 1). This module holds what 
 
 - :func:`activation` and :func:`derivative`: the four functions and their closed-form derivatives
   (checked against autograd by :func:`autograd_derivative`);
-- :func:`deep_stack`, :func:`gradient_norms` and :func:`plot_gradient_norms`: the norm of the weight
-  gradient of every layer of a deep stack at initialisation, for an activation and an initialisation;
+- :func:`deep_stack` and :func:`gradient_norms`: the norm of the weight gradient of every layer of a deep
+  stack at initialisation, for an activation and an initialisation (drawn by
+  :func:`alexnet_lib.plots.plot_gradient_norms`);
 - :func:`four_layer_net`, :func:`train_error_curve` and :func:`steps_to_error`: a small four-layer
   convolutional network (three conv layers, one fully connected layer), its per-step training error,
   and the number of steps it takes to reach an error threshold, to re-measure Figure 1;
@@ -17,7 +18,6 @@ faster than the same network with tanh units (Figure 1). This module holds what 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 
 from .checks import choice, integer, number
 from .device import autocast
-from .layers import eval_mode
+from .layers import capture_outputs
 from .models import make_activation
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "init_weights",
     "deep_stack",
     "gradient_norms",
-    "plot_gradient_norms",
     "four_layer_net",
     "train_error_curve",
     "running_mean",
@@ -199,47 +198,8 @@ def gradient_norms(activation: str = "relu", depth: int = 20, init: str = "defau
     return torch.stack([gr.norm() for gr in grads])
 
 
-# One colour per activation, shared by the chapter's figures.
+# One colour per activation, shared by the chapter's figures (alexnet_lib.plots.plot_gradient_norms).
 COLOURS = {"sigmoid": "tab:purple", "tanh": "tab:orange", "relu": "tab:blue", "leaky_relu": "tab:green"}
-_STYLES = {"leaky_relu": dict(ls="--", marker="s", mfc="none")}  # so it stays visible over the ReLU curve
-
-
-def plot_gradient_norms(activations: str | Sequence[str] = ACTIVATIONS, init: str = "default",
-                        depth: int = 20, width: int = 256, kind: str = "linear", seed: int = 0, ax=None,
-                        title: str | None = None):
-    """Draw :func:`gradient_norms` against layer index (log scale) for one or more activations.
-
-    Draws into ``ax`` if given, else into a new figure; returns the Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(activations, str):
-        activations = [activations]
-    if not isinstance(activations, Sequence) or len(activations) == 0:
-        raise ValueError(f"activations must be an activation name or a non-empty list of them "
-                         f"(from {list(ACTIVATIONS)}), got {activations!r}")
-    for name in activations:
-        _check(name, "activations")
-    _stack_args(depth, init, width, kind)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-    else:
-        fig = ax.figure
-    layers = torch.arange(1, depth + 1)
-    for name in activations:
-        norms = gradient_norms(name, depth, init, width, kind, seed=seed)
-        style = {"ls": "-", "marker": "o", **_STYLES.get(name, {})}
-        norms = torch.where(norms > 0, norms, torch.nan)  # a norm of exactly 0 (underflow) has no log
-        ax.plot(layers, norms, ms=3, color=COLOURS.get(name), label=name, **style)
-    ax.set_yscale("log")
-    ax.set_xlabel("layer (1 = next to the input)")
-    ax.set_ylabel(r"$\|\partial L / \partial W_l\|$")
-    ax.set_xticks(range(1, depth + 1, max(1, math.ceil(depth / 10))))
-    ax.set_title(title or f"{depth} {kind} layers, width {width}, init '{init}'", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def four_layer_net(activation: str = "relu", channels: Sequence[int] = (16, 32, 64), num_classes: int = 10,
@@ -350,24 +310,15 @@ def dead_units(model: nn.Module, x: torch.Tensor, kinds: tuple[type[nn.Module], 
     if not isinstance(kinds, tuple) or not all(isinstance(k, type) and issubclass(k, nn.Module)
                                                for k in kinds):
         raise TypeError(f"kinds must be a tuple of nn.Module classes, got {kinds!r}; e.g. kinds=(nn.ReLU,)")
-    active: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def record(_m, _inp, out):
-            fired = (out.detach() > 0)
-            fired = fired.flatten(2).any(2) if fired.dim() > 2 else fired  # (N, C)
-            fired = fired.any(0)
-            active[name] = active[name] | fired if name in active else fired
-        return record
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
-    try:
-        with eval_mode(model):
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: (int((~a).sum()), a.numel()) for n, a in active.items()}
+    with capture_outputs(model, kinds) as outputs:
+        model(x)
+    counts = {}
+    for name, out in outputs.items():
+        fired = out > 0
+        fired = fired.flatten(2).any(2) if fired.dim() > 2 else fired  # (N, C)
+        fired = fired.any(0)
+        counts[name] = (int((~fired).sum()), fired.numel())
+    return counts
 
 
 def dead_fraction(model: nn.Module, x: torch.Tensor) -> float:

@@ -6,10 +6,14 @@ The computations behind the analysis figures of the training chapter (the drawin
 * :func:`predict`: class probabilities for a whole :class:`~alexnet_lib.data.ImageData` (eval mode);
 * :func:`confusion_matrix` and :func:`per_class_accuracy`;
 * :func:`misclassified`: the wrong predictions, most confident first;
+* :func:`feature_maps`: the outputs of every layer of some kinds for one batch (drawn by
+  :func:`alexnet_lib.plots.show_feature_maps`);
 * :func:`extract_features`: the activations a layer produces (by default the input of the last linear
   layer, i.e. the last hidden layer: "FC7" in AlexNet);
 * :func:`nearest_neighbours`: Euclidean nearest neighbours in such a feature space (the paper's Figure 4);
-* :func:`top_k`: the k most probable classes of one image.
+* :func:`top_k`: the k most probable classes of one image;
+* :func:`train_accuracy_probe`: an ``on_epoch_end`` callback for :func:`~alexnet_lib.train.fit` that
+  measures the eval-mode accuracy on training images after every epoch (the regularisation chapters).
 """
 
 from __future__ import annotations
@@ -17,25 +21,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import DeviceLoader, ImageData
+from .data import ImageData
 from .device import amp_dtype, autocast, model_device
-from .layers import eval_mode
+from .layers import capture_outputs, eval_mode
+from .train import evaluate, make_loader
 
-__all__ = ["confusion_matrix", "extract_features", "misclassified", "nearest_neighbours",
-           "per_class_accuracy", "predict", "preprocess", "top_k"]
+__all__ = ["confusion_matrix", "extract_features", "feature_maps", "misclassified", "nearest_neighbours",
+           "per_class_accuracy", "predict", "preprocess", "top_k", "train_accuracy_probe"]
 
 
 def _autocast(model: nn.Module, precision: str):
     device = model_device(model)
     return autocast(device, amp_dtype(precision, device))
-
-
-def _loader(model: nn.Module, data: ImageData, batch_size: int, image_size: int | None) -> DeviceLoader:
-    # Same batches, layout and precision as train.evaluate, so the predictions agree with its accuracy.
-    size = image_size or getattr(model, "default_input_size", None)
-    device = model_device(model)
-    return DeviceLoader(data, batch_size, shuffle=False, device=device, image_size=size,
-                        channels_last=device.type != "mps")
 
 
 def preprocess(model: nn.Module, images: torch.Tensor, like: ImageData, image_size: int | None = None):
@@ -48,7 +45,7 @@ def preprocess(model: nn.Module, images: torch.Tensor, like: ImageData, image_si
         images = images.unsqueeze(0)
     sub = ImageData(images.to(torch.uint8).cpu(), torch.zeros(len(images), dtype=torch.int64), like.classes,
                     like.name, like.mean, like.std)
-    loader = _loader(model, sub, len(sub), image_size)
+    loader = make_loader(model, sub, batch_size=len(sub), train=False, image_size=image_size)
     return loader.transform(loader.images)
 
 
@@ -63,7 +60,8 @@ def predict(model: nn.Module, data: ImageData, batch_size: int = 512, image_size
     """
     probs = []
     with eval_mode(model):
-        for x, _ in _loader(model, data, batch_size, image_size):
+        # the loader evaluate uses: same batches, layout and precision, so the predictions agree with it
+        for x, _ in make_loader(model, data, batch_size=batch_size, train=False, image_size=image_size):
             with _autocast(model, precision):
                 logits = model(x)
             probs.append(torch.softmax(logits.float(), 1).cpu())
@@ -123,27 +121,28 @@ def extract_features(model: nn.Module, data, layer: nn.Module | str | None = Non
     if layer is None:
         layer = _last_linear(model)
         use_input = True if use_input is None else use_input
-    elif isinstance(layer, str):
-        layer = dict(model.named_modules())[layer]
-    use_input = bool(use_input)
+    if isinstance(data, ImageData):
+        loader = make_loader(model, data, batch_size=batch_size, train=False, image_size=image_size)
+        batches = (x for x, _ in loader)
+    else:
+        batches = (data[i:i + batch_size].to(model_device(model)) for i in range(0, len(data), batch_size))
     grabbed: list[torch.Tensor] = []
-
-    def hook(_m, inputs, output):
-        t = inputs[0] if use_input else output
-        grabbed.append(t.detach().float().flatten(1).cpu())
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        with eval_mode(model), _autocast(model, precision):
-            if isinstance(data, ImageData):
-                for x, _ in _loader(model, data, batch_size, image_size):
-                    model(x)
-            else:
-                for i in range(0, len(data), batch_size):
-                    model(data[i:i + batch_size].to(model_device(model)))
-    finally:
-        handle.remove()
+    with capture_outputs(model, layer, inputs=bool(use_input)) as out, _autocast(model, precision):
+        for x in batches:
+            model(x)
+            (t,) = out.values()
+            grabbed.append(t.float().flatten(1).cpu())
     return torch.cat(grabbed)
+
+
+@torch.no_grad()
+def feature_maps(model: nn.Module, x: torch.Tensor, kinds=(nn.Conv2d,)) -> dict[str, torch.Tensor]:
+    """Outputs of every layer of the given kinds for one batch ``x``, keyed by layer name (float32, on
+    the CPU). Each is copied as its layer returns, so a following in-place ReLU does not overwrite a
+    convolution's output. The model runs in eval mode."""
+    with capture_outputs(model, kinds) as out:
+        model(x)
+    return {name: t.float().cpu() for name, t in out.items()}
 
 
 def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, k: int = 6, chunk: int = 4096,
@@ -181,3 +180,22 @@ def top_k(probs: torch.Tensor, classes, k: int = 5) -> list[tuple[str, float]]:
     probs = torch.as_tensor(probs).flatten().float()
     p, i = probs.topk(min(k, len(probs)))
     return [(classes[j], float(q)) for q, j in zip(p.tolist(), i.tolist())]
+
+
+def train_accuracy_probe(train: ImageData, image_size: int | None = None, n: int | None = None,
+                         seed: int = 0):
+    """An ``on_epoch_end`` callback for :func:`~alexnet_lib.train.fit`: after every epoch, the model's
+    accuracy in eval mode (dropout off) on the training images, without augmentation, appended to a list.
+
+    ``n``: measure on a fixed stratified subset of ``n`` training images (``train.subset(n, seed=seed)``)
+    instead of all of them. ``image_size``: default the size fit trains at. Returns ``(probe, accuracies)``:
+    ``fit(..., on_epoch_end=probe)`` fills ``accuracies``.
+    """
+    data = train if n is None else train.subset(n, seed=seed)
+    accuracies: list[float] = []
+
+    def probe(model: nn.Module, history) -> None:
+        size = image_size or history.config.get("image_size")
+        accuracies.append(evaluate(model, data, image_size=size)["top1"])
+
+    return probe, accuracies

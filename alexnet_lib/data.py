@@ -17,6 +17,7 @@ installed; everything else is downloaded by torchvision on first use.
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import numbers
 import os
@@ -425,7 +426,7 @@ class DeviceLoader:
         self.device = device
         self.image_size = image_size
         self.normalize, self.augment, self.drop_last = normalize, augment, drop_last
-        self.channels_last, self.seed, self.epoch = channels_last, seed, 0
+        self.channels_last, self.seed, self.epoch, self.start_batch = channels_last, seed, 0, 0
         self.rank, self.world_size = rank, world_size
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -446,8 +447,11 @@ class DeviceLoader:
         n = self.num_samples
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Shuffle for ``epoch``; iteration starts at batch ``start_batch`` (a resumed epoch: the skipped
+        batches are neither built nor augmented)."""
         self.epoch = integer(epoch, "epoch", minimum=0, hint="epochs count from 0")
+        self.start_batch = integer(start_batch, "start_batch", minimum=0)
 
     def _order(self) -> torch.Tensor:
         n = len(self.data)
@@ -480,7 +484,7 @@ class DeviceLoader:
 
     def __iter__(self):
         order = self._order()
-        for b in range(len(self)):
+        for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.transform(self.images[idx]), self.labels[idx]
 
@@ -496,10 +500,14 @@ class DeviceLoader:
 class _EpochDataLoader(torch.utils.data.DataLoader):
     """DataLoader whose shuffle order and augmentation seeds depend only on (seed, epoch)."""
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
         self.generator.manual_seed(self._seed * 1_000_003 + epoch)
+        self._start_batch = int(start_batch)
+
+    def __iter__(self):  # a resumed epoch skips its first batches (loaded, then dropped)
+        return itertools.islice(super().__iter__(), getattr(self, "_start_batch", 0), None)
 
 
 _SPLITS = {"train": ("train",), "val": ("val", "validation", "test")}

@@ -21,7 +21,7 @@ from torch import nn
 
 from .checks import integer, number
 
-__all__ = ["LocalResponseNorm", "eval_mode", "torch_lrn_equivalent"]
+__all__ = ["LocalResponseNorm", "capture_outputs", "eval_mode", "torch_lrn_equivalent"]
 
 
 def _lrn_args(size, alpha, beta, k) -> tuple[int, float, float, float]:
@@ -78,3 +78,58 @@ def torch_lrn_equivalent(size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
     """``torch.nn.LocalResponseNorm`` configured to compute the paper's formula (alpha multiplied by n)."""
     size, alpha, beta, k = _lrn_args(size, alpha, beta, k)
     return nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=beta, k=k)
+
+
+@contextlib.contextmanager
+def capture_outputs(model: nn.Module, modules_or_kinds, clone: bool = True, inputs: bool = False):
+    """``with capture_outputs(model, nn.ReLU) as out: model(x)`` records what chosen layers compute.
+
+    ``modules_or_kinds``: a module class or a tuple/list of classes (every submodule of those kinds), or
+    submodules of ``model`` / their names in ``model.named_modules()`` (one, or a list). ``out`` maps each
+    chosen module's name to its output (detached) of its latest run inside the block, or with
+    ``inputs=True`` to its first input. ``clone=True`` copies it as the module returns: without the copy
+    a later in-place operation (``nn.ReLU(inplace=True)`` after a convolution) overwrites what was
+    recorded. The block runs with the model in eval mode (as :func:`eval_mode`); mode and hooks are
+    restored and removed when it ends, also when it raises.
+    """
+    names = _select(model, modules_or_kinds)
+    out: dict[str, object] = {}
+
+    def record(name):
+        def hook(_m, args, output):
+            t = args[0] if inputs else output
+            if isinstance(t, torch.Tensor):
+                t = t.detach().clone() if clone else t.detach()
+            out[name] = t
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if n in names]
+    try:
+        with eval_mode(model):
+            yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _select(model: nn.Module, chosen) -> set[str]:
+    """The names in ``model.named_modules()`` of the modules ``chosen`` by class, object or name."""
+    named = dict(model.named_modules())
+    kinds = tuple(chosen) if isinstance(chosen, (tuple, list)) else (chosen,)
+    if kinds and all(isinstance(k, type) for k in kinds):  # module classes: every module of those kinds
+        return {n for n, m in named.items() if isinstance(m, kinds)}
+    if isinstance(chosen, (str, nn.Module)):
+        chosen = [chosen]
+    names = {id(m): n for n, m in named.items()}
+    picked = set()
+    for c in chosen:
+        if isinstance(c, nn.Module) and id(c) in names:
+            picked.add(names[id(c)])
+        elif isinstance(c, str) and c in named:
+            picked.add(c)
+        else:
+            what = f"a {type(c).__name__}" if isinstance(c, nn.Module) else repr(c)
+            shown = ", ".join(repr(n) for n in list(named)[1:9])
+            raise ValueError(f"capture_outputs: {what} is not a module of the model; pass module classes "
+                             f"(e.g. nn.Conv2d), submodules of the model, or their names ({shown}, ...)")
+    return picked

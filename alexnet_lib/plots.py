@@ -1,91 +1,44 @@
-"""Matplotlib figures shared by several chapters. Each function returns the Figure it draws."""
+"""Matplotlib figures of the book, in chapter order. Each function draws what it is handed and returns the
+Figure; what the figures show is computed elsewhere (:mod:`~alexnet_lib.analysis` for predictions and
+feature maps, :mod:`~alexnet_lib.activations` for gradients, :mod:`~alexnet_lib.speed` for the ladder).
+
+================  ===========================================================================================
+chapter           figures
+================  ===========================================================================================
+1 arithmetic      :func:`draw_conv_windows`
+2 LeNet, AlexNet  :func:`show_images`, :func:`show_feature_maps`, :func:`plot_history` (also chapters 5, 7)
+3 ReLU            :func:`plot_gradient_norms`
+4, 5 overfitting  :func:`plot_overfitting`
+6 LRN, BatchNorm  :func:`show_lrn_effect`, :func:`plot_seed_runs`
+7 full training   :func:`show_filters`, :func:`plot_confusion`, :func:`plot_per_class_accuracy`,
+                  :func:`show_neighbours`, :func:`show_topk`
+8 training fast   :func:`plot_ladder`, :func:`plot_epoch_time`
+any               :class:`LivePlot`: loss and accuracy redrawn after every epoch of ``fit`` in a notebook
+================  ===========================================================================================
+"""
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from .layers import eval_mode
+from .activations import ACTIVATIONS, COLOURS, INITS, gradient_norms
+from .arithmetic import InputTooSmallError, conv_output_size
+from .checks import choice, integer
+from .layers import LocalResponseNorm
 
-__all__ = ["show_images", "feature_maps", "show_feature_maps", "show_filters"]
-
-
-def _to_hwc(img: torch.Tensor):
-    img = img.detach().float().cpu()
-    if img.dim() == 3 and img.shape[0] in (1, 3):
-        img = img.permute(1, 2, 0)
-    if img.dtype == torch.uint8 or img.max() > 1.5:
-        img = img / 255.0
-    return img.squeeze(-1).clamp(0, 1).numpy()
+__all__ = ["LivePlot", "draw_conv_windows", "plot_confusion", "plot_epoch_time", "plot_gradient_norms",
+           "plot_history", "plot_ladder", "plot_overfitting", "plot_per_class_accuracy", "plot_seed_runs",
+           "show_feature_maps", "show_filters", "show_images", "show_lrn_effect", "show_neighbours",
+           "show_topk"]
 
 
-def show_images(images, titles=None, ncols: int = 8, size: float = 1.4, cmap: str = "gray", suptitle=None):
-    """Grid of images given as (N, C, H, W) / (N, H, W) tensors (uint8 or floats in [0, 1])."""
-    n = len(images)
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * (titles is not None)),
-                             squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, (ax, img) in enumerate(zip(axes.flat, images)):
-        ax.imshow(_to_hwc(img), cmap=cmap)
-        if titles is not None:
-            ax.set_title(str(titles[i]), fontsize=8)
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    return fig
-
-
-@torch.no_grad()
-def feature_maps(model: nn.Module, x: torch.Tensor, kinds=(nn.Conv2d,)) -> dict[str, torch.Tensor]:
-    """Outputs of every layer of the given kinds for one batch ``x``, keyed by layer name."""
-    out: dict[str, torch.Tensor] = {}
-    # clone: on the CPU in fp32 .float().cpu() returns the output itself, which a following in-place
-    # ReLU would overwrite
-    def keep(name):
-        return lambda _m, _i, o: out.__setitem__(name, o.detach().float().cpu().clone())
-
-    hooks = [m.register_forward_hook(keep(n)) for n, m in model.named_modules() if isinstance(m, kinds)]
-    try:
-        with eval_mode(model):
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out
-
-
-def show_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None,
-                      size: float = 1.2, cmap: str = "viridis"):
-    """The first ``n`` channels of one image's feature maps (C, H, W)."""
-    maps = maps[:n]
-    nrows = math.ceil(len(maps) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, m in zip(axes.flat, maps):
-        ax.imshow(m.numpy(), cmap=cmap)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def show_filters(conv: nn.Conv2d, ncols: int = 16, size: float = 0.8, title: str | None = None):
-    """A conv layer's kernels as images, each scaled to [0, 1] (the paper's Figure 3 for conv1)."""
-    w = conv.weight.detach().float().cpu()
-    lo = w.flatten(1).min(1).values.view(-1, 1, 1, 1)
-    hi = w.flatten(1).max(1).values.view(-1, 1, 1, 1)
-    w = (w - lo) / (hi - lo).clamp_min(1e-8)
-    if w.shape[1] not in (1, 3):  # show the mean over input channels of deeper kernels
-        w = w.mean(1, keepdim=True)
-    return show_images(w, ncols=ncols, size=size, suptitle=title)
-
+# --- chapter 1: convolution arithmetic ------------------------------------------------------------
 
 def draw_conv_windows(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ax=None, title: bool = True):
     """Where a k x k window (stride s, padding p, dilation d) lands on an i x i input, and the output grid.
@@ -97,13 +50,14 @@ def draw_conv_windows(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ax=Non
     """
     from matplotlib.patches import Rectangle
 
-    from .arithmetic import conv_output_size
-
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.2))
     n = i + 2 * p
-    o = conv_output_size(i, k, s, p, d)
     span = d * (k - 1)
+    try:
+        o = conv_output_size(i, k, s, p, d)
+    except InputTooSmallError:  # no window fits: draw the input, and the title shows the arithmetic
+        o = (n - span - 1) // s + 1
     for r in range(n):
         for c in range(n):
             pad = not (p <= r < p + i and p <= c < p + i)
@@ -156,8 +110,50 @@ def draw_conv_windows(i: int, k: int, s: int = 1, p: int = 0, d: int = 1, ax=Non
     return ax.figure
 
 
-__all__ += ["draw_conv_windows"]
+# --- chapter 2: images, feature maps, training curves (also chapters 5 and 7) ----------------------
 
+def _to_hwc(img: torch.Tensor):
+    img = img.detach().float().cpu()
+    if img.dim() == 3 and img.shape[0] in (1, 3):
+        img = img.permute(1, 2, 0)
+    if img.dtype == torch.uint8 or img.max() > 1.5:
+        img = img / 255.0
+    return img.squeeze(-1).clamp(0, 1).numpy()
+
+
+def show_images(images, titles=None, ncols: int = 8, size: float = 1.4, cmap: str = "gray", suptitle=None):
+    """Grid of images given as (N, C, H, W) / (N, H, W) tensors (uint8 or floats in [0, 1])."""
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * (titles is not None)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (ax, img) in enumerate(zip(axes.flat, images)):
+        ax.imshow(_to_hwc(img), cmap=cmap)
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def show_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None,
+                      size: float = 1.2, cmap: str = "viridis"):
+    """The first ``n`` channels of one image's feature maps (C, H, W)."""
+    maps = maps[:n]
+    nrows = math.ceil(len(maps) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, m in zip(axes.flat, maps):
+        ax.imshow(m.numpy(), cmap=cmap)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def _finish_curves(fig, axes, title: str | None, integer_x=lambda ax: True):
@@ -172,6 +168,7 @@ def _finish_curves(fig, axes, title: str | None, integer_x=lambda ax: True):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
 
 def plot_history(histories: dict, metrics=("loss", "accuracy"), x: str = "epoch", test: bool = True,
                  train: bool = True, title: str | None = None, figsize=None, axes=None):
@@ -214,8 +211,55 @@ def plot_history(histories: dict, metrics=("loss", "accuracy"), x: str = "epoch"
     return _finish_curves(fig, axes[:len(metrics)], title, lambda ax: x == "epoch")
 
 
-__all__ += ["plot_history"]
+# --- chapter 3: ReLU ------------------------------------------------------------------------------
 
+_STYLES = {"leaky_relu": dict(ls="--", marker="s", mfc="none")}  # so it stays visible over the ReLU curve
+
+
+def plot_gradient_norms(activations: str | Sequence[str] = ACTIVATIONS, init: str = "default",
+                        depth: int = 20, width: int = 256, kind: str = "linear", seed: int = 0, ax=None,
+                        title: str | None = None):
+    """Draw :func:`gradient_norms` against layer index (log scale) for one or more activations.
+
+    Draws into ``ax`` if given, else into a new figure; returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    # checked before any figure is made (the same checks and messages as alexnet_lib.activations)
+    if isinstance(activations, str):
+        activations = [activations]
+    if not isinstance(activations, Sequence) or len(activations) == 0:
+        raise ValueError(f"activations must be an activation name or a non-empty list of them "
+                         f"(from {list(ACTIVATIONS)}), got {activations!r}")
+    for name in activations:
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of the activations {list(ACTIVATIONS)}, got {name!r}")
+    integer(depth, "depth", hint="the number of hidden layers, e.g. depth=20")
+    integer(width, "width", hint="features (linear) or channels (conv) per layer, e.g. width=256")
+    choice(init, "init", INITS)
+    choice(kind, "kind", ("linear", "conv"))
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+    else:
+        fig = ax.figure
+    layers = torch.arange(1, depth + 1)
+    for name in activations:
+        norms = gradient_norms(name, depth, init, width, kind, seed=seed)
+        style = {"ls": "-", "marker": "o", **_STYLES.get(name, {})}
+        norms = torch.where(norms > 0, norms, torch.nan)  # a norm of exactly 0 (underflow) has no log
+        ax.plot(layers, norms, ms=3, color=COLOURS.get(name), label=name, **style)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (1 = next to the input)")
+    ax.set_ylabel(r"$\|\partial L / \partial W_l\|$")
+    ax.set_xticks(range(1, depth + 1, max(1, math.ceil(depth / 10))))
+    ax.set_title(title or f"{depth} {kind} layers, width {width}, init '{init}'", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --- chapters 4 and 5: dropout, data augmentation -------------------------------------------------
 
 def plot_overfitting(runs: dict, title: str | None = None, figsize=(11, 3.5)):
     """Train vs test accuracy and their gap, per epoch, for several runs (chapters on regularisation).
@@ -240,8 +284,7 @@ def plot_overfitting(runs: dict, title: str | None = None, figsize=(11, 3.5)):
     return _finish_curves(fig, (ax1, ax2), title)
 
 
-__all__ += ["plot_overfitting"]
-
+# --- chapter 6: LRN and BatchNorm -----------------------------------------------------------------
 
 def show_lrn_effect(maps: torch.Tensor, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75,
                     channels=(0, 1, 2, 3), title: str | None = None, figsize=(12, 4.6)):
@@ -253,8 +296,6 @@ def show_lrn_effect(maps: torch.Tensor, k: float = 2.0, n: int = 5, alpha: float
     histogram of output / input over all channels and positions (bottom): one narrow spike at
     ``k ** -beta`` means LRN only rescales; a wide spread means the neighbours compete. Returns the Figure.
     """
-    from .layers import LocalResponseNorm
-
     maps = maps.detach().float().cpu()
     lrn = LocalResponseNorm(size=int(n), alpha=float(alpha), beta=float(beta), k=float(k))
     with torch.no_grad():
@@ -290,9 +331,6 @@ def show_lrn_effect(maps: torch.Tensor, k: float = 2.0, n: int = 5, alpha: float
     fig.suptitle(title or f"LRN with k = {k:g}, n = {int(n)}, α = {alpha:.2g}, β = {beta:g}", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-__all__ += ["show_lrn_effect"]
 
 
 def plot_seed_runs(runs: dict, metrics=("train_loss", "test_top1"), figsize=None, title: str | None = None):
@@ -337,7 +375,17 @@ def plot_seed_runs(runs: dict, metrics=("train_loss", "test_top1"), figsize=None
     return _finish_curves(fig, metric_of, title, lambda ax: metric_of[ax] != "step_loss")
 
 
-__all__ += ["plot_seed_runs"]
+# --- chapter 7: full training ---------------------------------------------------------------------
+
+def show_filters(conv: nn.Conv2d, ncols: int = 16, size: float = 0.8, title: str | None = None):
+    """A conv layer's kernels as images, each scaled to [0, 1] (the paper's Figure 3 for conv1)."""
+    w = conv.weight.detach().float().cpu()
+    lo = w.flatten(1).min(1).values.view(-1, 1, 1, 1)
+    hi = w.flatten(1).max(1).values.view(-1, 1, 1, 1)
+    w = (w - lo) / (hi - lo).clamp_min(1e-8)
+    if w.shape[1] not in (1, 3):  # show the mean over input channels of deeper kernels
+        w = w.mean(1, keepdim=True)
+    return show_images(w, ncols=ncols, size=size, suptitle=title)
 
 
 def plot_confusion(cm, classes, normalize: bool = True, ax=None, title: str | None = None,
@@ -373,9 +421,6 @@ def plot_confusion(cm, classes, normalize: bool = True, ax=None, title: str | No
     return ax.figure
 
 
-__all__ += ["plot_confusion"]
-
-
 def plot_per_class_accuracy(acc, classes, ax=None, title: str | None = None):
     """Horizontal bars of per-class accuracy (fractions, e.g. ``analysis.per_class_accuracy(cm)``),
     with the mean over classes as a dashed line. Returns the Figure."""
@@ -394,9 +439,6 @@ def plot_per_class_accuracy(acc, classes, ax=None, title: str | None = None):
     ax.set_title(title or "per-class accuracy", fontsize=10)
     ax.figure.tight_layout()
     return ax.figure
-
-
-__all__ += ["plot_per_class_accuracy"]
 
 
 def show_neighbours(queries, neighbours, query_titles=None, neighbour_titles=None, size: float = 1.2,
@@ -428,9 +470,6 @@ def show_neighbours(queries, neighbours, query_titles=None, neighbour_titles=Non
     return fig
 
 
-__all__ += ["show_neighbours"]
-
-
 def show_topk(image, predictions, true_label: str | None = None, cmap: str = "gray", figsize=(7, 2.4)):
     """One image and a bar chart of its top-k predictions ``[(class name, probability), ...]``
     (e.g. ``analysis.top_k(probs, classes, 5)``); the true class, if given, is drawn in green.
@@ -453,8 +492,7 @@ def show_topk(image, predictions, true_label: str | None = None, cmap: str = "gr
     return fig
 
 
-__all__ += ["show_topk"]
-
+# --- chapter 8: training fast ---------------------------------------------------------------------
 
 def plot_ladder(result, labels: dict | None = None, title: str | None = None, figsize=(11, 3.6)):
     """Bar charts of a speed ladder (``alexnet_lib.speed.ladder``'s result): training images/s of each
@@ -490,9 +528,6 @@ def plot_ladder(result, labels: dict | None = None, title: str | None = None, fi
     return fig
 
 
-__all__ += ["plot_ladder"]
-
-
 def plot_epoch_time(seconds: dict, title: str | None = None, ax=None, figsize=(8, 2.6)):
     """Horizontal bars of predicted (or measured) seconds per epoch, ``{label: seconds}``, on a log
     scale, each annotated as minutes:seconds. Returns the Figure."""
@@ -526,4 +561,50 @@ def plot_epoch_time(seconds: dict, title: str | None = None, ax=None, figsize=(8
     return fig
 
 
-__all__ += ["plot_epoch_time"]
+# --- any chapter: training curves, live -----------------------------------------------------------
+
+class LivePlot:
+    """Loss and accuracy curves redrawn after every epoch in a notebook; does nothing elsewhere.
+
+    An ``on_epoch_end(model, history)`` callback: ``fit(model, train, test, ..., on_epoch_end=LivePlot())``.
+    The figure is one image, replaced in place after each epoch (no pile of figures in the output).
+    """
+
+    def __init__(self):
+        self.handle = None
+        try:
+            from IPython import get_ipython
+            self.enabled = get_ipython() is not None
+        except ImportError:
+            self.enabled = False
+
+    def __call__(self, model: nn.Module, history) -> None:
+        self.update(history)
+
+    def update(self, h) -> None:
+        """Redraw the figure from ``h``, a :class:`~alexnet_lib.train.History`."""
+        if not self.enabled:
+            return
+        from IPython.display import Image, display
+        from matplotlib.figure import Figure  # not pyplot: no global state, works with any backend
+
+        fig = Figure(figsize=(10, 3.5), layout="tight")
+        ax1, ax2 = fig.subplots(1, 2)
+        per_epoch = len(h.step_loss) / max(len(h), 1)
+        ax1.plot([(i + 1) / per_epoch for i in range(len(h.step_loss))], h.step_loss, lw=0.5, alpha=0.4,
+                 label="train (step)")
+        ax1.plot(h.epoch, h.train_loss, "o-", label="train")
+        if h.test_loss[-1] is not None:
+            ax1.plot(h.epoch, h.test_loss, "o-", label="test")
+            ax2.plot(h.epoch, [100 * a for a in h.test_top1], "o-", label="test top-1")
+        ax2.plot(h.epoch, [100 * a for a in h.train_acc], "o-", label="train")
+        ax1.set(xlabel="epoch", ylabel="loss")
+        ax2.set(xlabel="epoch", ylabel="accuracy (%)")
+        ax1.legend(), ax2.legend()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=72)
+        image = Image(data=buf.getvalue(), format="png")
+        if self.handle is None:
+            self.handle = display(image, display_id=True)
+        else:
+            self.handle.update(image)

@@ -1,8 +1,13 @@
-"""How fast does a model train? Images/s of training loops, model FLOPs, peak FLOP/s and utilisation.
+"""How fast does a model train? The chapter "Training fast on a laptop" measures it in three experiments.
 
-The chapter "Training fast on a laptop" and the scripts in ``bench/`` use this module to compare the
-training loop of a typical tutorial with the library's :func:`~alexnet_lib.train.fit`, one change at a
-time (the *ladder*):
+1. :func:`ladder`: the training images/s of a typical tutorial's loop and of the library's
+   :func:`~alexnet_lib.train.fit`, one change at a time (the rungs below), with their model FLOP
+   utilisation;
+2. :func:`time_to_accuracy`: how long a *recipe* (a model and how ``fit`` trains it;
+   :data:`FAST_RECIPE`) takes to reach a test accuracy;
+3. :func:`recipe_ablation`: the recipe with one ingredient changed at a time (:data:`ABLATIONS`).
+
+The scripts in ``bench/`` run the same functions. The ladder's rungs:
 
 ====================  ==============================================================================
 rung                  what changes
@@ -27,7 +32,9 @@ rung in turn, so a change in machine load hits all rungs alike; ratios are taken
 Model FLOPs utilisation (MFU) is the achieved FLOP/s (model FLOPs per image x images/s, counting a
 training step as 3x the forward FLOPs) divided by the peak FLOP/s measured in the same run, in the
 precision the loop computes in: the best of a large matrix multiplication and a large 3x3 convolution
-(on some CPUs oneDNN's convolutions beat the BLAS behind ``torch.matmul`` in fp32).
+(on some CPUs oneDNN's convolutions beat the BLAS behind ``torch.matmul`` in fp32). The FLOPs are
+counted by :func:`alexnet_lib.arithmetic.train_flops`, the peaks measured by
+:func:`alexnet_lib.device.peak_stats`.
 """
 
 from __future__ import annotations
@@ -40,15 +47,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from .arithmetic import train_flops
 from .data import DeviceLoader, ImageData, default_data_root, load_dataset
 from .device import DTYPE_NAMES, amp_dtype, autocast, peak_stats, select_device, sync
-from .layers import eval_mode
 from .models import get_model
 from .train import fit
 
 __all__ = ["ABLATIONS", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult",
-           "LoopResult", "TutorialLoop", "ablation_table", "forward_flops", "ladder", "measure_loops",
-           "predicted_epoch_time", "recipe_ablation", "time_to_accuracy", "train_flops"]
+           "LoopResult", "TutorialLoop", "ablation_table", "ladder", "measure_loops", "predicted_epoch_time",
+           "recipe_ablation", "recipe_model", "time_to_accuracy", "vary_recipe"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
 RUNG_LABELS = {
@@ -61,29 +68,7 @@ RUNG_LABELS = {
 }
 
 
-# --- FLOPs ----------------------------------------------------------------------------------------
-
-def forward_flops(model: nn.Module, image_size: int, in_channels: int | None = None) -> float:
-    """Forward-pass FLOPs per image (a multiply-add counts 2), counted by ``FlopCounterMode``.
-
-    Counts convolutions and matrix multiplications (what dominates AlexNet); element-wise layers
-    (ReLU, pooling, normalisation) are left out.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    c = in_channels or getattr(model, "in_channels", 3)
-    p = next(model.parameters())
-    x = torch.zeros(2, c, image_size, image_size, device=p.device)
-    with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return counter.get_total_flops() / 2
-
-
-def train_flops(model: nn.Module, image_size: int, in_channels: int | None = None) -> float:
-    """FLOPs of one training step per image: forward + backward ~ 3 x forward (backward computes the
-    gradients with respect to both the inputs and the weights, each as costly as the forward pass)."""
-    return 3 * forward_flops(model, image_size, in_channels)
-
+# --- predictions from FLOPs (counted by alexnet_lib.arithmetic) -------------------------------------
 
 def predicted_epoch_time(flops_per_image: float, gflops: float, n_images: int = 60_000) -> float:
     """Seconds for one epoch of ``n_images`` at ``gflops`` achieved GFLOP/s (training FLOPs/image)."""
@@ -424,14 +409,38 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
                         {f"{d} {k}": v for (d, k), v in peaks.items()})
 
 
-# --- time to accuracy --------------------------------------------------------------------------------
+# --- recipes ----------------------------------------------------------------------------------------
 
 #: The fastest recipe found for >= 90% Fashion-MNIST test accuracy with an AlexNet-family model on a
-#: 2-core CPU (see ``bench/time_to_accuracy.py`` and the chapter "Training fast on a laptop").
-FAST_RECIPE = dict(model="alexnet_small", model_kwargs=dict(norm="batch", width=0.25), image_size=28,
-                   epochs=3, batch_size=256, lr=0.1, optimizer="sgd", weight_decay=5e-4,
-                   schedule="onecycle", label_smoothing=0.1, precision="auto", channels_last=True, seed=0)
+#: 2-core CPU (see ``bench/time_to_accuracy.py`` and the chapter "Training fast on a laptop"). A recipe
+#: has the chapters' MODEL + FIT shape: ``model`` holds :func:`~alexnet_lib.models.get_model`'s name and
+#: keyword arguments, ``fit`` the keyword arguments of :func:`~alexnet_lib.train.fit`.
+FAST_RECIPE = {
+    "model": {"name": "alexnet_small", "width": 0.25, "norm": "batch"},
+    "fit": {"image_size": 28, "epochs": 3, "batch_size": 256, "lr": 0.1, "optimizer": "sgd",
+            "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.1, "precision": "auto",
+            "channels_last": True, "seed": 0},
+}
 
+
+def vary_recipe(recipe: dict, model: dict | None = None, fit: dict | None = None) -> dict:
+    """A copy of ``recipe`` with some model and fit settings changed (the others kept):
+    ``vary_recipe(FAST_RECIPE, model=dict(width=0.5), fit=dict(epochs=2))``."""
+    return {"model": {**recipe["model"], **(model or {})}, "fit": {**recipe["fit"], **(fit or {})}}
+
+
+def recipe_model(recipe: dict, data: ImageData | None = None) -> nn.Module:
+    """The recipe's model, its weights drawn with the recipe's seed; with ``data``, sized for its classes
+    and channels."""
+    kwargs = dict(recipe["model"])
+    name = kwargs.pop("name")
+    if data is not None:
+        kwargs.update(num_classes=data.num_classes, in_channels=data.channels)
+    torch.manual_seed(recipe["fit"].get("seed", 0))
+    return get_model(name, **kwargs)
+
+
+# --- time to accuracy --------------------------------------------------------------------------------
 
 def _loadavg() -> tuple | None:
     try:
@@ -453,19 +462,17 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
     subsets, for quick runs), ``reached`` (first epoch with test accuracy >= ``target``, or None) and
     ``time_to_target_s``, the load average before and after, and ``threads``.
     """
-    recipe = dict(FAST_RECIPE if recipe is None else recipe)
+    recipe = vary_recipe(FAST_RECIPE if recipe is None else recipe)  # a copy
+    seed = recipe["fit"].get("seed", 0)
     t0, c0, load0 = time.perf_counter(), time.process_time(), _loadavg()
     train = train if train is not None else load_dataset("fashion-mnist", train=True, download=False)
     test = test if test is not None else load_dataset("fashion-mnist", train=False, download=False)
     if n_train is not None:
-        train = train.subset(n_train, seed=recipe.get("seed", 0))
+        train = train.subset(n_train, seed=seed)
     if n_test is not None:
         test = test.subset(n_test)
-    torch.manual_seed(recipe.get("seed", 0))
-    model = get_model(recipe["model"], num_classes=train.num_classes, in_channels=train.channels,
-                      **recipe.get("model_kwargs", {}))
-    fit_kw = {k: v for k, v in recipe.items() if k not in ("model", "model_kwargs")}
-    h = fit(model, train, test, device=device, progress=progress, **fit_kw)
+    model = recipe_model(recipe, train)
+    h = fit(model, train, test, device=device, progress=progress, **recipe["fit"])
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     reached = next((i for i, a in enumerate(h.test_top1) if a >= target), None)
     return dict(recipe=recipe, history=h, accuracy=h.test_top1[-1], train_eval_s=h.wall_time[-1],
@@ -476,30 +483,32 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
                 n_train=len(train), n_test=len(test))
 
 
-#: One change at a time away from :data:`FAST_RECIPE`: what each ingredient of the recipe is worth.
+#: One change at a time away from :data:`FAST_RECIPE` (:func:`vary_recipe`'s ``model`` and ``fit``
+#: changes): what each ingredient of the recipe is worth.
 ABLATIONS = {
     "fast recipe": {},
-    "no label smoothing": dict(label_smoothing=0.0),
-    "constant lr (no one-cycle)": dict(schedule=None, lr=0.02),
-    "no BatchNorm": dict(model_kwargs=dict(FAST_RECIPE["model_kwargs"], norm=None), lr=0.02),
-    "fp32 (no bf16)": dict(precision="fp32"),
-    "width 0.5": dict(model_kwargs=dict(FAST_RECIPE["model_kwargs"], width=0.5)),
-    "2 epochs": dict(epochs=2),
+    "no label smoothing": dict(fit=dict(label_smoothing=0.0)),
+    "constant lr (no one-cycle)": dict(fit=dict(schedule=None, lr=0.02)),
+    "no BatchNorm": dict(model=dict(norm=None), fit=dict(lr=0.02)),
+    "fp32 (no bf16)": dict(fit=dict(precision="fp32")),
+    "width 0.5": dict(model=dict(width=0.5)),
+    "2 epochs": dict(fit=dict(epochs=2)),
 }
 
 
 def recipe_ablation(variants: dict | None = None, base: dict | None = None, **kwargs) -> dict:
     """Run :func:`time_to_accuracy` for ``base`` (default :data:`FAST_RECIPE`) changed by each entry of
-    ``variants`` (default :data:`ABLATIONS`: name -> the recipe keys it overrides), one after the other.
+    ``variants`` (default :data:`ABLATIONS`: name -> ``{"model": ..., "fit": ...}``, the settings it
+    changes, see :func:`vary_recipe`), one after the other.
     ``kwargs`` go to :func:`time_to_accuracy` (``train``, ``test``, ``n_train``, ...). A run that diverges
     is reported, not raised: its entry holds ``diverged`` (the error message) and accuracy ``nan``.
     Returns {name: time_to_accuracy's dict}."""
     from .train import TrainingDivergedError
 
-    base = dict(FAST_RECIPE if base is None else base)
+    base = FAST_RECIPE if base is None else base
     out = {}
     for name, change in (ABLATIONS if variants is None else variants).items():
-        recipe = {**base, **change}
+        recipe = vary_recipe(base, **change)
         try:
             out[name] = time_to_accuracy(recipe, **kwargs)
         except TrainingDivergedError as e:

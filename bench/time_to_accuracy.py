@@ -29,9 +29,16 @@ if __package__ in (None, ""):  # run as `python bench/time_to_accuracy.py`
 import torch  # noqa: E402
 
 from alexnet_lib.device import cpu_name  # noqa: E402
-from alexnet_lib.speed import FAST_RECIPE, ablation_table, recipe_ablation, time_to_accuracy  # noqa: E402
+from alexnet_lib.speed import (  # noqa: E402
+    FAST_RECIPE,
+    ablation_table,
+    recipe_ablation,
+    time_to_accuracy,
+    vary_recipe,
+)
 
-MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")
+MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")  # the recipe's model settings; the rest go to fit
+NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation")
 
 
 def main(argv=None) -> int:
@@ -58,14 +65,16 @@ def main(argv=None) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    recipe = json.loads(json.dumps(FAST_RECIPE))
+    model, fit = {}, {}
     for key, value in vars(a).items():
-        if value is None or key in ("target", "threads", "device", "json", "n_train", "n_test", "ablation"):
+        if value is None or key in NOT_RECIPE:
             continue
-        if key in MODEL_OPTIONS:
-            recipe["model_kwargs"][key] = None if value == "none" else value
+        value = None if value == "none" else value
+        if key == "model":
+            model["name"] = value
         else:
-            recipe[key] = None if value == "none" else value
+            (model if key in MODEL_OPTIONS else fit)[key] = value
+    recipe = vary_recipe(FAST_RECIPE, model=model, fit=fit)
     print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     print("recipe:", json.dumps(recipe))

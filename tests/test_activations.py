@@ -8,7 +8,6 @@ from torch import nn  # noqa: E402
 
 from alexnet_lib.activations import (  # noqa: E402
     ACTIVATIONS,
-    INITS,
     LEAKY_SLOPE,
     activation,
     autograd_derivative,
@@ -19,7 +18,6 @@ from alexnet_lib.activations import (  # noqa: E402
     four_layer_net,
     gradient_norms,
     init_weights,
-    plot_gradient_norms,
     running_mean,
     steps_to_error,
     train_error_curve,
@@ -94,14 +92,6 @@ def test_saturating_activations_vanish_and_he_relu_does_not():
     assert 0.01 < relu_he[0] / relu_he[-1] < 100
 
 
-def test_plot_gradient_norms_draws_one_line_per_activation():
-    fig = plot_gradient_norms(ACTIVATIONS, init="he", depth=5, width=16)
-    ax = fig.axes[0]
-    assert len(ax.lines) == len(ACTIVATIONS) and ax.get_yscale() == "log"
-    fig2 = plot_gradient_norms("tanh", init=INITS[0], depth=3, width=8, kind="conv")
-    assert len(fig2.axes[0].lines) == 1
-
-
 def test_four_layer_net():
     for act in ("relu", "tanh"):
         net = four_layer_net(act)
@@ -156,7 +146,5 @@ def test_bad_arguments_are_refused_before_any_work():
         gradient_norms(width=0)
     with pytest.raises(ValueError, match="init must be one of"):
         deep_stack(init="orthogonal")  # checked before any layer is built
-    with pytest.raises(ValueError, match="activations must be one of the activations"):
-        plot_gradient_norms(["relu", "gelu"])
     with pytest.raises(ValueError, match="window must be >= 1"):
         running_mean([0.5, 0.4], window=0)

@@ -12,15 +12,17 @@ from torch import nn
 from alexnet_lib.analysis import (
     confusion_matrix,
     extract_features,
+    feature_maps,
     misclassified,
     nearest_neighbours,
     per_class_accuracy,
     predict,
     preprocess,
     top_k,
+    train_accuracy_probe,
 )
 from alexnet_lib.data import DeviceLoader
-from alexnet_lib.train import evaluate
+from alexnet_lib.train import evaluate, fit
 
 
 def test_confusion_matrix_counts_true_rows_predicted_columns():
@@ -119,8 +121,6 @@ def test_preprocess_matches_the_loader_and_top_k():
 
 
 def test_feature_maps_keep_conv_output_before_inplace_relu():
-    from alexnet_lib.plots import feature_maps
-
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True))
     x = torch.randn(2, 1, 8, 8)
@@ -128,3 +128,27 @@ def test_feature_maps_keep_conv_output_before_inplace_relu():
     expected = model[0](x)
     torch.testing.assert_close(maps["0"], expected)  # negative values survive the in-place ReLU
     assert (maps["0"] < 0).any() and (maps["1"] >= 0).all()
+
+
+def test_extract_features_keeps_conv_output_before_inplace_relu():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(4 * 36, 2))
+    x = torch.randn(3, 1, 8, 8)
+    feats = extract_features(model, x, layer="0", batch_size=2, precision="fp32")
+    with torch.no_grad():
+        torch.testing.assert_close(feats, model[0](x).flatten(1))
+    assert (feats < 0).any()
+
+
+def test_train_accuracy_probe_measures_eval_mode_accuracy_after_every_epoch():
+    torch.manual_seed(0)
+    train = make_image_data(n=48, size=28, classes=10)
+    model = TinyCNN()
+    probe, accuracies = train_accuracy_probe(train)
+    seen = []
+    fit(model, train, epochs=2, batch_size=16, image_size=28, device="cpu", progress=False,
+        on_epoch_end=lambda m, h: (probe(m, h), seen.append(evaluate(m, train, image_size=28)["top1"])))
+    assert accuracies == seen and len(accuracies) == 2  # the size fit trained at, eval mode
+    probe_sub, acc_sub = train_accuracy_probe(train, image_size=28, n=20)
+    probe_sub(model, None)
+    assert acc_sub == [evaluate(model, train.subset(20, seed=0), image_size=28)["top1"]]

@@ -22,6 +22,7 @@ from alexnet_lib import augment as G
 from alexnet_lib import data as D
 from alexnet_lib import layers as L
 from alexnet_lib import models as M
+from alexnet_lib import plots as P
 from alexnet_lib.arithmetic import InputTooSmallError
 
 
@@ -247,8 +248,8 @@ CASES = [
     (A.four_layer_net, (), dict(in_channels=0), VE, "in_channels must be >= 1, got 0"),
     (A.running_mean, ([1.0, 2.0],), dict(window=0), VE, "window must be >= 1, got 0"),
     (A.steps_to_error, ([0.5], "low"), {}, TE, "threshold must be a number, got 'low'"),
-    (A.plot_gradient_norms, ([],), {}, VE, "activations must be an activation name or a non-empty list"),
-    (A.plot_gradient_norms, (["relu", "gelu"],), {}, VE, "activations must be one of the activations"),
+    (P.plot_gradient_norms, ([],), {}, VE, "activations must be an activation name or a non-empty list"),
+    (P.plot_gradient_norms, (["relu", "gelu"],), {}, VE, "activations must be one of the activations"),
     (A.train_error_curve, (TINY, []), dict(steps=0, lr=0.1), VE, "steps must be >= 1, got 0"),
     (A.train_error_curve, (TINY, []), dict(steps=5, lr=0), VE, "lr must be > 0, got 0"),
     (A.train_error_curve, (TINY, []), dict(steps=5, lr=0.1, momentum=1), VE, "momentum must be < 1, got 1"),

@@ -14,18 +14,21 @@ import torch
 from conftest import REPO, make_image_data
 from torch import nn
 
+from alexnet_lib.arithmetic import forward_flops, train_flops
 from alexnet_lib.models import get_model
 from alexnet_lib.speed import (
+    ABLATIONS,
+    FAST_RECIPE,
     RUNGS,
     DeviceLoop,
     FitLoop,
     LoopResult,
-    forward_flops,
     ladder,
     measure_loops,
     predicted_epoch_time,
+    recipe_model,
     time_to_accuracy,
-    train_flops,
+    vary_recipe,
 )
 
 TINY = dict(width=0.25, norm="batch")
@@ -112,8 +115,9 @@ def test_ladder_every_rung_on_real_fashion_mnist(fashion):
 
 def test_time_to_accuracy_reports_times_and_target(fashion):
     train, test = fashion
-    recipe = dict(model="alexnet_small", model_kwargs=TINY, image_size=28, epochs=1, batch_size=64, lr=0.05,
-                  schedule="onecycle", label_smoothing=0.1, seed=0)
+    recipe = dict(model=dict(name="alexnet_small", **TINY),
+                  fit=dict(image_size=28, epochs=1, batch_size=64, lr=0.05, schedule="onecycle",
+                           label_smoothing=0.1, seed=0))
     r = time_to_accuracy(recipe, target=0.0, train=train, test=test.subset(256), n_train=512, progress=False)
     assert r["n_train"] == 512 and len(r["history"].test_top1) == 1
     assert r["reached"] == 1 and r["time_to_target_s"] == r["train_eval_s"] > 0
@@ -152,7 +156,7 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     assert "target 0% reached after epoch 1" in p.stdout
     r = json.loads(out.read_text())
-    assert r["n_train"] == 512 and r["recipe"]["epochs"] == 1 and len(r["history"]["test_top1"]) == 1
+    assert r["n_train"] == 512 and r["recipe"]["fit"]["epochs"] == 1 and len(r["history"]["test_top1"]) == 1
     p = _bench("time_to_accuracy", *args, "--target", "1.01")
     assert p.returncode == 1 and "NOT reached" in p.stdout
 
@@ -165,22 +169,38 @@ def test_recipe_ablation_changes_one_thing_and_reports_divergence(monkeypatch):
 
     def fake(recipe, **kw):
         seen.append(recipe)
-        if recipe["lr"] > 1:
+        if recipe["fit"]["lr"] > 1:
             raise TrainingDivergedError("loss is nan at epoch 1, step 3\nmore detail", epoch=1, step=3,
                                         lr=10.0, checkpoint=None)
-        ls = recipe["label_smoothing"]
-        return dict(recipe=recipe, accuracy=0.9 - ls, train_eval_s=10.0 * recipe["epochs"],
+        ls = recipe["fit"]["label_smoothing"]
+        return dict(recipe=recipe, accuracy=0.9 - ls, train_eval_s=10.0 * recipe["fit"]["epochs"],
                     reached=1 if ls == 0 else None, time_to_target_s=5.0)
 
     monkeypatch.setattr(speed, "time_to_accuracy", fake)
-    base = dict(speed.FAST_RECIPE, label_smoothing=0.1, epochs=2)
-    variants = {"base": {}, "no ls": dict(label_smoothing=0.0), "boom": dict(lr=10.0)}
+    base = vary_recipe(FAST_RECIPE, fit=dict(label_smoothing=0.1, epochs=2))
+    variants = {"base": {}, "no ls": dict(fit=dict(label_smoothing=0.0)), "boom": dict(fit=dict(lr=10.0))}
     out = speed.recipe_ablation(variants, base=base, n_train=7)
     assert list(out) == ["base", "no ls", "boom"]
-    assert seen[1] == {**base, "label_smoothing": 0.0} and seen[2]["lr"] == 10.0
+    assert seen[1] == {"model": base["model"], "fit": {**base["fit"], "label_smoothing": 0.0}}
+    assert seen[2]["fit"]["lr"] == 10.0 and seen[2]["model"] == FAST_RECIPE["model"]
     assert out["boom"]["diverged"] == "loss is nan at epoch 1, step 3"
     text = speed.ablation_table(out)
     assert "+10.00p" in text and "diverged" in text and "epoch 1, 5 s" in text
-    # every default ablation names keys fit or the model accepts
-    for change in speed.ABLATIONS.values():
-        assert set(change) <= set(speed.FAST_RECIPE)
+
+
+def test_recipes_name_only_what_get_model_and_fit_accept():
+    import inspect
+
+    from alexnet_lib.train import fit
+
+    fit_args = set(inspect.signature(fit).parameters)
+    for name, change in {"FAST_RECIPE": {}, **ABLATIONS}.items():
+        recipe = vary_recipe(FAST_RECIPE, **change)
+        assert set(change) <= {"model", "fit"}, name
+        assert set(recipe["fit"]) <= fit_args, name
+        model = recipe_model(recipe)  # get_model accepts the model settings
+        assert isinstance(model, nn.Module)
+    # vary_recipe copies: the shared recipe is never changed
+    before = json.dumps(FAST_RECIPE)
+    vary_recipe(FAST_RECIPE, model=dict(width=1.0), fit=dict(epochs=9))["fit"]["lr"] = 1.0
+    assert json.dumps(FAST_RECIPE) == before
