@@ -80,15 +80,14 @@ class Payload:
         return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
 
 
-@pytest.mark.parametrize("how", ["through save_checkpoint (valid checksum)", "plain torch.save"])
-def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, how):
+@pytest.mark.parametrize("tagged", [True, False], ids=["with the format tag", "old layout"])
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, tagged):
     out, marker = tmp_path / "run", tmp_path / "pwned"
     out.mkdir()
     state = dict(model=Payload(marker), model_class="TinyCNN", epoch=1)
-    if how.startswith("through"):
-        checkpoint.save_checkpoint(out / "checkpoint.pt", state)
-    else:
-        torch.save(state, out / "checkpoint.pt")
+    if tagged:  # looks like one of ours from the outside
+        state = dict(format=checkpoint.FORMAT, sha256="0" * 64, state=state)
+    torch.save(state, out / "checkpoint.pt")
     model = TinyCNN()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(checkpoint.CheckpointError, match="checkpoint.pt"):
