@@ -209,7 +209,7 @@ def test_sigterm_to_a_training_process_saves_and_resumes_exactly(tmp_path):
 # --- a checkpoint only of a good state ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factor,with_test", [(1e30, True), (math.inf, False)])
+@pytest.mark.parametrize("factor,with_test", [(1e30, True), (1e30, False), (math.inf, False)])
 def test_blow_up_in_the_last_step_keeps_the_last_good_checkpoint(tmp_path, factor, with_test):
     d = make_image_data(n=64, size=28, seed=0)
     test = make_image_data(n=32, size=28, seed=1) if with_test else None
