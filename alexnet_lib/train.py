@@ -279,6 +279,8 @@ def evaluate(model: nn.Module, data, device=None, topk=None, batch_size: int = 5
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_data(data, "data")
     checks.choice(precision, "precision", PRECISIONS)
+    checks.integer(batch_size, "batch_size"), checks.optional_integer(image_size, "image_size")
+    _optional_bool(channels_last, "channels_last")
     max_batches = checks.optional_integer(max_batches, "max_batches")
     ks = _topk(topk, data.num_classes if isinstance(data, ImageData) else None)
     device = select_device(device) if device is not None else model_device(model)
@@ -636,11 +638,9 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
     run.net.train()
     bar = tqdm(total=run.steps, initial=ep.step, desc=f"epoch {ep.epoch + 1}/{cfg.epochs}", leave=False,
                disable=not (cfg.progress and run.rank == 0))
-    batches = _epoch_batches(run.train_loader, ep.epoch, ep.step)
+    batches = itertools.islice(_epoch_batches(run.train_loader, ep.epoch, ep.step), run.steps - ep.step)
     try:
         for step, (x, y) in enumerate(batches, start=ep.step):
-            if step >= run.steps:
-                break
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             if run.convert_layout and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
