@@ -1,6 +1,7 @@
 """alexnet_lib.train under faults: crafted checkpoints, interruptions (mid-epoch checkpoints, SIGTERM,
 SIGINT), weights that blow up in the last step of an epoch, runs into an existing out_dir, bad arguments."""
 
+import errno
 import hashlib
 import json
 import math
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
@@ -144,6 +146,58 @@ def test_sigint_stops_after_the_step_saves_and_resumes_exactly(data, tmp_path):
     with pytest.raises(TrainingInterrupted) as e:
         fit(TinyCNN(), *data, augment=Augment(signal_at=2, sig=signal.SIGTERM), **kw)
     assert (e.value.signal, e.value.checkpoint, e.value.step) == (signal.SIGTERM, None, 3)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_threads_get_no_handlers(data):
+    class Twice(Augment):
+        def __call__(self, x):
+            if self.calls == 1:  # Ctrl-C, then Ctrl-C again before the step is done
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            self.calls += 1
+            return x
+
+    previous = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as e:
+        fit(TinyCNN(), data[0], epochs=1, batch_size=50, augment=Twice(), progress=False)
+    assert not isinstance(e.value, TrainingInterrupted) and signal.getsignal(signal.SIGINT) is previous
+    # fit in another thread: Python delivers signals to the main thread only, so no handlers there
+    result = []
+    t = threading.Thread(target=lambda: result.append(fit(TinyCNN(), data[0], epochs=1, batch_size=100,
+                                                          progress=False)))
+    t.start()
+    t.join()
+    assert len(result[0]) == 1 and signal.getsignal(signal.SIGINT) is previous
+
+
+def test_mid_epoch_resume_with_another_batch_size_is_refused(tmp_path):
+    d = make_image_data(n=64, size=28)
+    kw = dict(epochs=1, device="cpu", progress=False, out_dir=tmp_path, checkpoint_every=1)
+    with pytest.raises(RuntimeError, match="injected"):
+        fit(TinyCNN(), d, batch_size=16, augment=Augment(crash_at=2), **kw)
+    with pytest.raises(ValueError, match="middle of an epoch of 4 steps.*same batch_size"):
+        fit(TinyCNN(), d, batch_size=8, resume=True, **kw)
+
+
+def test_full_disk_and_stale_temp_files(tmp_path, monkeypatch):
+    d = make_image_data(n=32, size=28)
+    kw = dict(batch_size=16, device="cpu", progress=False, out_dir=tmp_path)
+    fit(TinyCNN(), d, epochs=1, **kw)
+    stale = tmp_path / ".checkpoint.pt.tmp999999999"  # left by a writer killed long ago (no such PID)
+    stale.write_bytes(b"half a checkpoint")
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="no space left.*checkpoint.pt") as e:
+        fit(TinyCNN(), d, epochs=2, resume=True, **kw)
+    assert e.value.errno == errno.ENOSPC and not stale.exists()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1  # the last one is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "history.json"]
+    assert len(fit(TinyCNN(), d, epochs=2, resume=True, **kw)) == 2
 
 
 SIGTERM_SCRIPT = textwrap.dedent("""
