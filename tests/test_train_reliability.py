@@ -339,12 +339,14 @@ def test_loaders_start_an_epoch_at_a_batch(tmp_path):
     tail = list(loader)
     assert len(calls) == 2 and len(tail) == 2  # the skipped batches were neither built nor augmented
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
+    assert len(list(loader)) == 5  # only the next pass starts late
     folder = image_folder_loader(write_image_folder(tmp_path / "f"), True, image_size=16, batch_size=4,
                                  num_workers=0)
     folder.set_epoch(1)
     labels = [y for _, y in folder]
     folder.set_epoch(1, start_batch=2)
     assert [y.tolist() for _, y in folder] == [y.tolist() for y in labels[2:]]
+    assert len(list(folder)) == len(labels)
 
 
 def test_make_loader_and_small_class_counts():
