@@ -741,7 +741,8 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
 
 # --- fit -------------------------------------------------------------------------------------------
 
-def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, on_epoch_end):
+def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, checkpoint_every,
+                      on_epoch_end):
     """The arguments of fit that are not settings; returns the callbacks as a tuple."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -755,6 +756,8 @@ def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, ov
     checks.boolean(resume, "resume"), checks.boolean(overwrite, "overwrite")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    if checkpoint_every is not None and out_dir is None:
+        raise ValueError(f"checkpoint_every={checkpoint_every} needs out_dir (where to save the checkpoints)")
     if resume and overwrite:
         raise ValueError("resume=True continues the run in out_dir, overwrite=True starts it over: pass one")
     callbacks = on_epoch_end if isinstance(on_epoch_end, (list, tuple)) else (on_epoch_end,)
@@ -800,7 +803,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                     max_steps_per_epoch=max_steps_per_epoch, log_every=log_every,
                     checkpoint_every=checkpoint_every, device=device, progress=progress, verbose=verbose)
     callbacks = _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite,
-                                  on_epoch_end)
+                                  cfg.checkpoint_every, on_epoch_end)
     device = select_device(device)
     if out_dir is not None:
         checkpoint.check_run_dir(out_dir, resume=resume, overwrite=overwrite)

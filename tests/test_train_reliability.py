@@ -389,6 +389,7 @@ FIT_CASES = [
     (dict(max_steps_per_epoch=0), ValueError, "max_steps_per_epoch"),
     (dict(checkpoint_every=0), ValueError, "checkpoint_every"),
     (dict(checkpoint_every=2.0), TypeError, "checkpoint_every"),
+    (dict(checkpoint_every=5), ValueError, "out_dir"),
     (dict(image_size=0), ValueError, "image_size"),
     (dict(seed=-1), ValueError, "seed"), (dict(seed=1.5), TypeError, "seed"),
     (dict(channels_last="yes"), TypeError, "channels_last"), (dict(progress=1), TypeError, "progress"),
