@@ -818,6 +818,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                 print(f"{run.ckpt_path}: already trained for {len(run.history)} epochs (asked for "
                       f"{cfg.epochs}); nothing to do.")
             return run.history
+        if run.verbose:
+            print(f"resuming {run.ckpt_path} ({run.last_good[1]})", flush=True)
 
     # --- train: epochs of steps, each followed by its bookkeeping ---
     with _StopSignals() as run.stop:
