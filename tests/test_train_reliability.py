@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from alexnet_lib import checkpoint
 from alexnet_lib.augment import RandomCropFlip
 from alexnet_lib.data import DeviceLoader, image_folder_loader
 from alexnet_lib.train import (
+    FitConfig,
     History,
     TrainingDivergedError,
     TrainingInterrupted,
@@ -322,7 +324,12 @@ def test_a_run_into_a_used_out_dir_is_refused_before_training(tmp_path):
     assert _digest(tmp_path / "checkpoint.pt") == digest
     assert len(fit(TinyCNN(), d, epochs=2, resume=True, **kw)) == 2  # continues
     h = fit(TinyCNN(), d, epochs=1, overwrite=True, **kw)  # starts over
-    assert len(h) == 1 and checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    ck = checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert len(h) == 1 and ck["epoch"] == 1
+    # the settings, captured once, travel with the checkpoint and the history
+    cfg = asdict(FitConfig(epochs=1, batch_size=16, progress=False))
+    assert ck["config"] == cfg and h.config["device"] == "cpu"  # the device asked for / the one used
+    assert all(h.config[k] == v for k, v in cfg.items() if k != "device")
 
 
 # --- loaders ----------------------------------------------------------------------------------------------
