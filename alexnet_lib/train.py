@@ -279,6 +279,8 @@ def evaluate(model: nn.Module, data, device=None, topk=None, batch_size: int = 5
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_data(data, "data")
     checks.choice(precision, "precision", PRECISIONS)
+    checks.integer(batch_size, "batch_size"), checks.optional_integer(image_size, "image_size")
+    _optional_bool(channels_last, "channels_last")
     max_batches = checks.optional_integer(max_batches, "max_batches")
     ks = _topk(topk, data.num_classes if isinstance(data, ImageData) else None)
     device = select_device(device) if device is not None else model_device(model)
@@ -405,12 +407,15 @@ def _setup(model, train_data, test_data, cfg: FitConfig, device, augment, out_di
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                   else None)
-    run = _Run(cfg, model, net, device, amp, rank, world, train_loader, test_loader, steps,
-               cfg.log_every or (1 if device.type == "cpu" else 25),
-               channels_last and not getattr(train_loader, "channels_last", False), opt, sched,
-               sched_per_step, scaler, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), out_dir,
-               out_dir / CHECKPOINT if out_dir is not None else None, History(),
-               callbacks, (cfg.progress if cfg.verbose is None else cfg.verbose) and rank == 0)
+    run = _Run(cfg=cfg, model=model, net=net, device=device, amp=amp, rank=rank, world=world,
+               train_loader=train_loader, test_loader=test_loader, steps=steps,
+               log_every=cfg.log_every or (1 if device.type == "cpu" else 25),
+               convert_layout=channels_last and not getattr(train_loader, "channels_last", False),
+               opt=opt, sched=sched, sched_per_step=sched_per_step, scaler=scaler,
+               loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), out_dir=out_dir,
+               ckpt_path=out_dir / CHECKPOINT if out_dir is not None else None, history=History(),
+               callbacks=callbacks,
+               verbose=(cfg.progress if cfg.verbose is None else cfg.verbose) and rank == 0)
     run.history.config = _config_dict(run)
     return run
 
@@ -437,6 +442,7 @@ class _Epoch:
     logged: int = 0  # steps checked for NaN/inf and shown on the bar
     step_lrs: list = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)  # when the epoch started (less earlier sessions)
+    last_batch: torch.Tensor | None = None  # to check the model's outputs before a save (not saved)
 
     @classmethod
     def start(cls, epoch: int, run: _Run) -> _Epoch:
@@ -456,14 +462,14 @@ class _Epoch:
 
 # --- checkpoints -----------------------------------------------------------------------------------
 
-def _save_state(run: _Run, ep: _Epoch | None) -> Path | None:
-    """Check that the weights are finite, then (with out_dir, on rank 0) write the whole state: at the
-    end of an epoch (``ep`` None) or in the middle of ``ep``. Raises TrainingDivergedError instead of
-    writing a broken state over the last good one."""
+def _save_state(run: _Run, ep: _Epoch, mid_epoch: bool) -> Path | None:
+    """Check the state, then (with out_dir, on rank 0) write it: at the end of an epoch or in the middle
+    of ``ep``. Raises TrainingDivergedError instead of writing a broken state over the last good one."""
     epochs_done = len(run.history)
-    if not checkpoint.all_finite(run.model):
-        epoch, step = (epochs_done, None) if ep is None else (ep.epoch + 1, ep.step)
-        raise _diverged(run, "the weights became NaN or infinite", epoch, step, run.opt.param_groups[0]["lr"])
+    what = _broken(run, ep.last_batch)
+    if what:
+        epoch, step = (ep.epoch + 1, ep.step) if mid_epoch else (epochs_done, None)
+        raise _diverged(run, what, epoch, step, run.opt.param_groups[0]["lr"])
     if run.ckpt_path is None:
         return None
     if run.rank == 0:
@@ -473,13 +479,31 @@ def _save_state(run: _Run, ep: _Epoch | None) -> Path | None:
             optimizer=run.opt.state_dict(), scheduler=sched.state_dict() if sched is not None else None,
             scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=checkpoint.rng_state(),
             config=asdict(run.cfg), history=run.history.to_dict(), epoch=epochs_done,
-            steps=run.steps, progress=None if ep is None else ep.to_state()))
-        if ep is None:
+            steps=run.steps, progress=ep.to_state() if mid_epoch else None))
+        if not mid_epoch:
             run.history.save(run.out_dir / HISTORY)
-    where = (f"end of epoch {epochs_done}" if ep is None else
-             f"epoch {ep.epoch + 1}, step {ep.step}/{run.steps}")
+    where = (f"epoch {ep.epoch + 1}, step {ep.step}/{run.steps}" if mid_epoch else
+             f"end of epoch {epochs_done}")
     run.last_good = (run.ckpt_path, where)
     return run.ckpt_path
+
+
+def _broken(run: _Run, batch: torch.Tensor | None) -> str | None:
+    """What is wrong with the model, or None: non-finite weights, or finite weights so large (say 1e29,
+    after one wild update) that its outputs on the last training batch are not finite (eval mode: no
+    RNG draws, no BatchNorm updates, so a resumed run stays bitwise the same)."""
+    if not checkpoint.all_finite(run.model):
+        return "the weights became NaN or infinite"
+    bad = torch.zeros((), device=run.device)
+    if batch is not None:
+        with torch.no_grad(), eval_mode(run.model), autocast(run.device, run.amp):
+            bad += ~torch.isfinite(run.model(batch)).all()
+    if run.world > 1:  # each rank looked at its own batch: all must agree
+        dist.all_reduce(bad)
+    if bad:
+        big = max(p.detach().abs().max().item() for p in run.model.parameters())
+        return f"the model's outputs became NaN or infinite (weights up to {big:.3g})"
+    return None
 
 
 def _load_state(run: _Run, path: Path) -> _Epoch | None:
@@ -487,9 +511,11 @@ def _load_state(run: _Run, path: Path) -> _Epoch | None:
     a checkpoint is a CheckpointError and runs no code); returns the state of an unfinished epoch."""
     ck = checkpoint.load_checkpoint(path)
     keys = {"model", "model_class", "optimizer", "scheduler", "rng", "config", "history", "epoch"}
-    missing = keys - set(ck) if isinstance(ck, dict) else keys
-    if missing:
-        raise checkpoint.CheckpointError(f"{path} is not a checkpoint of fit (no {sorted(missing)})")
+    missing = keys - set(ck)
+    if missing or not all(isinstance(ck[k], dict) for k in ("model", "config", "history", "rng")):
+        raise checkpoint.CheckpointError(f"{path} is a checkpoint, but not one written by fit (missing or "
+                                         f"malformed: {sorted(missing) or 'model/config/history/rng'}); "
+                                         "use another out_dir, or overwrite=True to start over")
     _check_same_model(path, run.model, ck)
     cfg, old = run.cfg, ck["config"]
     if cfg.schedule in ("onecycle", "cosine") and cfg.epochs > old["epochs"]:
@@ -585,7 +611,7 @@ class _StopSignals:
 def _interrupted(run: _Run, ep: _Epoch) -> TrainingInterrupted:
     """Save the state of the epoch in progress (with out_dir) and say where."""
     sig = run.stop.signal or signal.SIGTERM  # under DDP another rank may have received it
-    path = _save_state(run, ep) if run.ckpt_path is not None else None
+    path = _save_state(run, ep, mid_epoch=True) if run.ckpt_path is not None else None
     where = f"after step {ep.step}/{run.steps} of epoch {ep.epoch + 1}/{run.cfg.epochs}"
     then = f"saved {path}; continue with resume=True (--resume)." if path else "nothing saved (out_dir=None)."
     return TrainingInterrupted(f"{sig.name} received: training stopped {where}; {then}", signal=sig,
@@ -617,11 +643,9 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
     run.net.train()
     bar = tqdm(total=run.steps, initial=ep.step, desc=f"epoch {ep.epoch + 1}/{cfg.epochs}", leave=False,
                disable=not (cfg.progress and run.rank == 0))
-    batches = _epoch_batches(run.train_loader, ep.epoch, ep.step)
+    batches = itertools.islice(_epoch_batches(run.train_loader, ep.epoch, ep.step), run.steps - ep.step)
     try:
         for step, (x, y) in enumerate(batches, start=ep.step):
-            if step >= run.steps:
-                break
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             if run.convert_layout and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -638,7 +662,7 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
             ep.losses[step] = loss.detach()
             ep.loss_sum += loss.detach() * len(y)
             ep.correct += (logits.argmax(1) == y).sum()
-            ep.seen, ep.step = ep.seen + len(y), step + 1
+            ep.seen, ep.step, ep.last_batch = ep.seen + len(y), step + 1, x
             # host sync: every log_every steps, at the end, before a checkpoint, on a signal
             due = (every is not None and run.ckpt_path is not None and ep.step < run.steps
                    and (len(run.history.step_loss) + ep.step) % every == 0)
@@ -648,7 +672,7 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
             if stop:
                 raise _interrupted(run, ep)
             if due:
-                _save_state(run, ep)
+                _save_state(run, ep, mid_epoch=True)
     finally:
         bar.close()
 
@@ -681,6 +705,8 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
     """All-reduce the epoch's sums, evaluate, check, step the schedule, record the history row, save a
     checkpoint, print a line, call the callbacks."""
     cfg, h = run.cfg, run.history
+    if ep.step == 0:
+        raise ValueError("train_data yielded no batches this epoch (its len() promised some)")
     sums = torch.stack([ep.loss_sum.double(), ep.correct.double(),
                         torch.tensor(ep.seen, device=run.device, dtype=torch.float64)])
     if run.world > 1:
@@ -706,7 +732,7 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
         getattr(h, key).append(value)
     h.step_loss += ep.losses[:ep.step].tolist()
     h.step_lr += ep.step_lrs
-    _save_state(run, None)
+    _save_state(run, ep, mid_epoch=False)
     if run.verbose:
         print(h.epoch_line(), flush=True)
     for callback in run.callbacks:
@@ -715,7 +741,8 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
 
 # --- fit -------------------------------------------------------------------------------------------
 
-def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, on_epoch_end):
+def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, checkpoint_every,
+                      on_epoch_end):
     """The arguments of fit that are not settings; returns the callbacks as a tuple."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -729,6 +756,8 @@ def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, ov
     checks.boolean(resume, "resume"), checks.boolean(overwrite, "overwrite")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    if checkpoint_every is not None and out_dir is None:
+        raise ValueError(f"checkpoint_every={checkpoint_every} needs out_dir (where to save the checkpoints)")
     if resume and overwrite:
         raise ValueError("resume=True continues the run in out_dir, overwrite=True starts it over: pass one")
     callbacks = on_epoch_end if isinstance(on_epoch_end, (list, tuple)) else (on_epoch_end,)
@@ -774,7 +803,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                     max_steps_per_epoch=max_steps_per_epoch, log_every=log_every,
                     checkpoint_every=checkpoint_every, device=device, progress=progress, verbose=verbose)
     callbacks = _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite,
-                                  on_epoch_end)
+                                  cfg.checkpoint_every, on_epoch_end)
     device = select_device(device)
     if out_dir is not None:
         checkpoint.check_run_dir(out_dir, resume=resume, overwrite=overwrite)
@@ -789,6 +818,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                 print(f"{run.ckpt_path}: already trained for {len(run.history)} epochs (asked for "
                       f"{cfg.epochs}); nothing to do.")
             return run.history
+        if run.verbose:
+            print(f"resuming {run.ckpt_path} ({run.last_good[1]})", flush=True)
 
     # --- train: epochs of steps, each followed by its bookkeeping ---
     with _StopSignals() as run.stop:

@@ -1,6 +1,7 @@
 """alexnet_lib.train under faults: crafted checkpoints, interruptions (mid-epoch checkpoints, SIGTERM,
 SIGINT), weights that blow up in the last step of an epoch, runs into an existing out_dir, bad arguments."""
 
+import errno
 import hashlib
 import json
 import math
@@ -9,6 +10,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -19,6 +22,7 @@ from alexnet_lib import checkpoint
 from alexnet_lib.augment import RandomCropFlip
 from alexnet_lib.data import DeviceLoader, image_folder_loader
 from alexnet_lib.train import (
+    FitConfig,
     History,
     TrainingDivergedError,
     TrainingInterrupted,
@@ -80,15 +84,14 @@ class Payload:
         return exec, (f"open({self.marker!r}, 'w').write('pwned')",)
 
 
-@pytest.mark.parametrize("how", ["through save_checkpoint (valid checksum)", "plain torch.save"])
-def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, how):
+@pytest.mark.parametrize("tagged", [True, False], ids=["with the format tag", "old layout"])
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, tagged):
     out, marker = tmp_path / "run", tmp_path / "pwned"
     out.mkdir()
     state = dict(model=Payload(marker), model_class="TinyCNN", epoch=1)
-    if how.startswith("through"):
-        checkpoint.save_checkpoint(out / "checkpoint.pt", state)
-    else:
-        torch.save(state, out / "checkpoint.pt")
+    if tagged:  # looks like one of ours from the outside
+        state = dict(format=checkpoint.FORMAT, sha256="0" * 64, state=state)
+    torch.save(state, out / "checkpoint.pt")
     model = TinyCNN()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(checkpoint.CheckpointError, match="checkpoint.pt"):
@@ -147,8 +150,60 @@ def test_sigint_stops_after_the_step_saves_and_resumes_exactly(data, tmp_path):
     assert (e.value.signal, e.value.checkpoint, e.value.step) == (signal.SIGTERM, None, 3)
 
 
+def test_a_second_ctrl_c_stops_at_once_and_threads_get_no_handlers(data):
+    class Twice(Augment):
+        def __call__(self, x):
+            if self.calls == 1:  # Ctrl-C, then Ctrl-C again before the step is done
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+            self.calls += 1
+            return x
+
+    previous = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as e:
+        fit(TinyCNN(), data[0], epochs=1, batch_size=50, augment=Twice(), progress=False)
+    assert not isinstance(e.value, TrainingInterrupted) and signal.getsignal(signal.SIGINT) is previous
+    # fit in another thread: Python delivers signals to the main thread only, so no handlers there
+    result = []
+    t = threading.Thread(target=lambda: result.append(fit(TinyCNN(), data[0], epochs=1, batch_size=100,
+                                                          progress=False)))
+    t.start()
+    t.join()
+    assert len(result[0]) == 1 and signal.getsignal(signal.SIGINT) is previous
+
+
+def test_mid_epoch_resume_with_another_batch_size_is_refused(tmp_path):
+    d = make_image_data(n=64, size=28)
+    kw = dict(epochs=1, device="cpu", progress=False, out_dir=tmp_path, checkpoint_every=1)
+    with pytest.raises(RuntimeError, match="injected"):
+        fit(TinyCNN(), d, batch_size=16, augment=Augment(crash_at=2), **kw)
+    with pytest.raises(ValueError, match="middle of an epoch of 4 steps.*same batch_size"):
+        fit(TinyCNN(), d, batch_size=8, resume=True, **kw)
+
+
+def test_full_disk_and_stale_temp_files(tmp_path, monkeypatch):
+    d = make_image_data(n=32, size=28)
+    kw = dict(batch_size=16, device="cpu", progress=False, out_dir=tmp_path)
+    fit(TinyCNN(), d, epochs=1, **kw)
+    stale = tmp_path / ".checkpoint.pt.tmp999999999"  # left by a writer killed long ago (no such PID)
+    stale.write_bytes(b"half a checkpoint")
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="no space left.*checkpoint.pt") as e:
+        fit(TinyCNN(), d, epochs=2, resume=True, **kw)
+    assert e.value.errno == errno.ENOSPC and not stale.exists()
+    monkeypatch.setattr(torch, "save", real_save)
+    assert checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1  # the last one is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "history.json"]
+    assert len(fit(TinyCNN(), d, epochs=2, resume=True, **kw)) == 2
+
+
 SIGTERM_SCRIPT = textwrap.dedent("""
-    import json, signal, sys, time, torch
+    import json, os, signal, sys, time, torch
     sys.path.insert(0, sys.argv[3])
     from conftest import TinyCNN, make_image_data
     from alexnet_lib.train import TrainingInterrupted, fit, seed_everything
@@ -157,28 +212,31 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     data = make_image_data(n=400, size=28, classes=10, seed=0), make_image_data(n=100, size=28, seed=1)
     kw = dict(epochs=2, batch_size=50, lr=0.02, schedule="cosine", device="cpu", progress=False)
 
-    def slow(x):  # gives the parent time to signal in the middle of the run
-        slow.calls += 1
-        if slow.calls == 3:
+    def wait(x):  # building batch 3: wait (at most 10 s) until the parent has sent its signal
+        wait.calls += 1
+        if wait.calls == 3 and mode == "run":
             print("ready", flush=True)
-        time.sleep(0.05)
+            for _ in range(1000):
+                if os.path.exists(out + "/sent"):
+                    break
+                time.sleep(0.01)
         return x
-    slow.calls = 0
+    wait.calls = 0
 
     seed_everything(0)
     if mode == "run":
         try:
-            fit(TinyCNN(), *data, out_dir=out + "/run", augment=slow, **kw)
+            fit(TinyCNN(), *data, out_dir=out + "/run", augment=wait, **kw)
         except TrainingInterrupted as e:
             json.dump(dict(signal=int(e.signal), epoch=e.epoch, step=e.step, checkpoint=str(e.checkpoint)),
                       open(out + "/interrupted.json", "w"))
             sys.exit(128 + int(e.signal))
     else:
         resumed, whole = TinyCNN(), TinyCNN()
-        fit(resumed, *data, out_dir=out + "/run", resume=True, augment=slow, **kw)
+        fit(resumed, *data, out_dir=out + "/run", resume=True, augment=wait, **kw)
         seed_everything(0)
         whole = TinyCNN()
-        fit(whole, *data, augment=slow, **kw)
+        fit(whole, *data, augment=wait, **kw)
         a, b = resumed.state_dict(), whole.state_dict()
         print("EQUAL" if all(torch.equal(a[k], b[k]) for k in a) else "DIFFERENT")
 """)
@@ -193,11 +251,12 @@ def test_sigterm_to_a_training_process_saves_and_resumes_exactly(tmp_path):
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     p.send_signal(signal.SIGTERM)
+    (tmp_path / "sent").touch()
     _, err = p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM, err[-2000:]  # what the CLI exits with: 143
     assert "Traceback" not in err
     info = json.loads((tmp_path / "interrupted.json").read_text())
-    assert info["signal"] == signal.SIGTERM and 1 <= info["epoch"] <= 2
+    assert (info["signal"], info["epoch"], info["step"]) == (signal.SIGTERM, 1, 3)  # the step finished
     ck = checkpoint.load_checkpoint(info["checkpoint"])
     assert ck["progress"]["step"] == info["step"] and checkpoint.all_finite(ck["model"])
 
@@ -210,7 +269,7 @@ def test_sigterm_to_a_training_process_saves_and_resumes_exactly(tmp_path):
 # --- a checkpoint only of a good state ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("factor,with_test", [(1e30, True), (math.inf, False)])
+@pytest.mark.parametrize("factor,with_test", [(1e30, True), (1e30, False), (math.inf, False)])
 def test_blow_up_in_the_last_step_keeps_the_last_good_checkpoint(tmp_path, factor, with_test):
     d = make_image_data(n=64, size=28, seed=0)
     test = make_image_data(n=32, size=28, seed=1) if with_test else None
@@ -265,7 +324,12 @@ def test_a_run_into_a_used_out_dir_is_refused_before_training(tmp_path):
     assert _digest(tmp_path / "checkpoint.pt") == digest
     assert len(fit(TinyCNN(), d, epochs=2, resume=True, **kw)) == 2  # continues
     h = fit(TinyCNN(), d, epochs=1, overwrite=True, **kw)  # starts over
-    assert len(h) == 1 and checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    ck = checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")
+    assert len(h) == 1 and ck["epoch"] == 1
+    # the settings, captured once, travel with the checkpoint and the history
+    cfg = asdict(FitConfig(epochs=1, batch_size=16, progress=False))
+    assert ck["config"] == cfg and h.config["device"] == "cpu"  # the device asked for / the one used
+    assert all(h.config[k] == v for k, v in cfg.items() if k != "device")
 
 
 # --- loaders ----------------------------------------------------------------------------------------------
@@ -282,12 +346,14 @@ def test_loaders_start_an_epoch_at_a_batch(tmp_path):
     tail = list(loader)
     assert len(calls) == 2 and len(tail) == 2  # the skipped batches were neither built nor augmented
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
+    assert len(list(loader)) == 5  # only the next pass starts late
     folder = image_folder_loader(write_image_folder(tmp_path / "f"), True, image_size=16, batch_size=4,
                                  num_workers=0)
     folder.set_epoch(1)
     labels = [y for _, y in folder]
     folder.set_epoch(1, start_batch=2)
     assert [y.tolist() for _, y in folder] == [y.tolist() for y in labels[2:]]
+    assert len(list(folder)) == len(labels)
 
 
 def test_make_loader_and_small_class_counts():
@@ -330,6 +396,7 @@ FIT_CASES = [
     (dict(max_steps_per_epoch=0), ValueError, "max_steps_per_epoch"),
     (dict(checkpoint_every=0), ValueError, "checkpoint_every"),
     (dict(checkpoint_every=2.0), TypeError, "checkpoint_every"),
+    (dict(checkpoint_every=5), ValueError, "out_dir"),
     (dict(image_size=0), ValueError, "image_size"),
     (dict(seed=-1), ValueError, "seed"), (dict(seed=1.5), TypeError, "seed"),
     (dict(channels_last="yes"), TypeError, "channels_last"), (dict(progress=1), TypeError, "progress"),
