@@ -17,6 +17,7 @@ installed; everything else is downloaded by torchvision on first use.
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import os
 import shutil
@@ -257,7 +258,7 @@ class DeviceLoader:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.image_size = image_size
         self.normalize, self.augment, self.drop_last = normalize, augment, drop_last
-        self.channels_last, self.seed, self.epoch = channels_last, seed, 0
+        self.channels_last, self.seed, self.epoch, self.start_batch = channels_last, seed, 0, 0
         self.rank, self.world_size = rank, world_size
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
@@ -278,8 +279,10 @@ class DeviceLoader:
         n = self.num_samples
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Shuffle for ``epoch``; iteration starts at batch ``start_batch`` (a resumed epoch: the skipped
+        batches are neither built nor augmented)."""
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def _order(self) -> torch.Tensor:
         n = len(self.data)
@@ -312,7 +315,7 @@ class DeviceLoader:
 
     def __iter__(self):
         order = self._order()
-        for b in range(len(self)):
+        for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.transform(self.images[idx]), self.labels[idx]
 
@@ -328,10 +331,14 @@ class DeviceLoader:
 class _EpochDataLoader(torch.utils.data.DataLoader):
     """DataLoader whose shuffle order and augmentation seeds depend only on (seed, epoch)."""
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
         self.generator.manual_seed(self._seed * 1_000_003 + epoch)
+        self._start_batch = int(start_batch)
+
+    def __iter__(self):  # a resumed epoch skips its first batches (loaded, then dropped)
+        return itertools.islice(super().__iter__(), getattr(self, "_start_batch", 0), None)
 
 
 def _split_dir(root: Path, split: str) -> Path:

@@ -1,22 +1,32 @@
 """Training loop: fit / evaluate / checkpoints / resume / device and precision choice.
 
 One function, :func:`fit`, trains any classifier on an in-memory :class:`~alexnet_lib.data.ImageData`
-(batches built on the device by a :class:`~alexnet_lib.data.DeviceLoader`) or on any loader yielding
-``(images, labels)``. It uses bf16 autocast where the hardware supports it, channels_last, a progress
-bar, one atomic checkpoint per epoch (``out_dir/checkpoint.pt`` + ``history.json``), exact resume, and
-DistributedDataParallel when started with ``torchrun``. Everything it measured comes back as a
-:class:`History`.
+(batches built on the device by a :class:`~alexnet_lib.data.DeviceLoader`, see :func:`make_loader`) or
+on any loader yielding ``(images, labels)``. It uses bf16 autocast where the hardware supports it,
+channels_last, a progress bar, checkpoints (``out_dir/checkpoint.pt`` + ``history.json``) after every
+epoch and, with ``checkpoint_every``, every few steps, exact resume (also from the middle of an epoch),
+a clean stop on SIGINT/SIGTERM, and DistributedDataParallel when started with ``torchrun``. Everything it
+measured comes back as a :class:`History`.
+
+``fit`` reads top to bottom in phases: check the arguments, set up (:func:`_setup`), restore a
+checkpoint (:func:`_load_state`), then per epoch the step loop (:func:`_train_epoch`) and the
+bookkeeping at its end (:func:`_end_epoch`); :func:`_save_state` is the one place that writes a
+checkpoint, after checking that the state is finite.
 """
 
 from __future__ import annotations
 
-import io
+import inspect
+import itertools
 import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -25,19 +35,22 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from . import checkpoint, checks
 from .data import DeviceLoader, ImageData
-from .device import DTYPE_NAMES, amp_dtype, autocast, model_device, select_device
+from .device import DTYPE_NAMES, PRECISIONS, amp_dtype, autocast, model_device, select_device
 from .layers import eval_mode
 
-__all__ = ["CheckpointMismatchError", "History", "TrainingDivergedError", "evaluate", "fit",
-           "seed_everything"]
+__all__ = ["CheckpointMismatchError", "FitConfig", "History", "TrainingDivergedError",
+           "TrainingInterrupted", "evaluate", "fit", "make_loader", "seed_everything"]
 
 CHECKPOINT, HISTORY = "checkpoint.pt", "history.json"
+OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = (None, "step", "plateau", "onecycle", "cosine")
 
 
 class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite. Attributes: epoch, step, lr, checkpoint (Path or None)."""
+    """The loss, a metric or the weights became NaN or infinite. Attributes: epoch, step, lr, checkpoint
+    (the last good checkpoint, a Path, or None)."""
 
     def __init__(self, message, *, epoch, step, lr, checkpoint):
         super().__init__(message)
@@ -48,7 +61,19 @@ class CheckpointMismatchError(RuntimeError):
     """``resume=True`` found a checkpoint of a different model."""
 
 
-# --- seeds -----------------------------------------------------------------------------------------
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped :func:`fit` after a finished step. Attributes: signal (a
+    ``signal.Signals``), checkpoint (Path of the saved state, or None without ``out_dir``), epoch (the
+    epoch in progress, from 1) and step (its steps done).
+
+    A KeyboardInterrupt, not an Exception: it is the user asking to stop, so ``except Exception`` in
+    calling code (retry loops, notebook helpers) must not swallow it, and code that already handles
+    Ctrl-C keeps working."""
+
+    def __init__(self, message, *, signal, checkpoint, epoch, step):
+        super().__init__(message)
+        self.signal, self.checkpoint, self.epoch, self.step = signal, checkpoint, epoch, step
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
@@ -57,27 +82,80 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-    return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(), cuda=cuda)
+# --- configuration and history ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The settings of one :func:`fit` call (its keyword arguments that are plain values), checked when
+    built; stored in every checkpoint and in ``History.config``."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.01
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str | None = None
+    label_smoothing: float = 0.0
+    image_size: int | None = None
+    precision: str = "auto"
+    channels_last: bool | None = None
+    seed: int = 0
+    max_steps_per_epoch: int | None = None
+    log_every: int | None = None
+    checkpoint_every: int | None = None
+    device: str | None = None
+    progress: bool = True
+    verbose: bool | None = None
+
+    # may differ on resume without a warning (a changed lr rescales the restored schedule)
+    RESUMABLE = ("epochs", "lr", "device", "progress", "verbose", "log_every", "checkpoint_every")
+
+    def __post_init__(self):
+        i, n, optional = checks.integer, checks.number, checks.optional_integer
+        values = dict(
+            epochs=i(self.epochs, "epochs"), batch_size=i(self.batch_size, "batch_size"),
+            lr=n(self.lr, "lr", minimum=0, min_open=True, hint="e.g. lr=0.01"),
+            optimizer=checks.choice(self.optimizer, "optimizer", OPTIMIZERS),
+            momentum=n(self.momentum, "momentum", minimum=0, maximum=1, max_open=True),
+            weight_decay=n(self.weight_decay, "weight_decay", minimum=0),
+            schedule=checks.choice(self.schedule, "schedule", SCHEDULES),
+            label_smoothing=n(self.label_smoothing, "label_smoothing", minimum=0, maximum=1, max_open=True),
+            image_size=optional(self.image_size, "image_size"),
+            precision=checks.choice(self.precision, "precision", PRECISIONS),
+            channels_last=_optional_bool(self.channels_last, "channels_last"),
+            seed=i(self.seed, "seed", minimum=0),
+            max_steps_per_epoch=optional(self.max_steps_per_epoch, "max_steps_per_epoch"),
+            log_every=optional(self.log_every, "log_every"),
+            checkpoint_every=optional(self.checkpoint_every, "checkpoint_every"),
+            device=_device_name(self.device), progress=checks.boolean(self.progress, "progress"),
+            verbose=_optional_bool(self.verbose, "verbose"))
+        for name, value in values.items():  # plain Python values: JSON and weights_only checkpoints
+            object.__setattr__(self, name, value)
+
+    def changed_from(self, old: dict) -> dict:
+        """{name: (old, new)} for the settings that differ from ``old`` and should not on resume."""
+        return {k: (old.get(k), v) for k, v in asdict(self).items()
+                if k not in self.RESUMABLE and old.get(k) != v}
 
 
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    cuda = state["cuda"]
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+def _optional_bool(value, name):
+    return None if value is None else checks.boolean(value, name)
 
 
-# --- history ---------------------------------------------------------------------------------------
+def _device_name(device) -> str | None:
+    if device is not None and not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', a torch.device or None, got "
+                        f"{device!r} ({type(device).__name__})")
+    return None if device is None else str(device)
+
 
 @dataclass
 class History:
     """What :func:`fit` measured. Per epoch (lists indexed by epoch): train loss/accuracy, test
-    loss/top-1/top-5 (None without test data), training images/s, epoch and cumulative wall time (s),
-    learning rate at the end of the epoch. Per step: loss and learning rate. Accuracies are fractions."""
+    loss/top-1/top-5 (top-min(5, classes); None without test data), training images/s, epoch and
+    cumulative wall time (s), learning rate at the end of the epoch. Per step: loss and learning rate.
+    Accuracies are fractions. ``config``: the :class:`FitConfig` and facts of the run."""
 
     epoch: list = field(default_factory=list)
     train_loss: list = field(default_factory=list)
@@ -104,7 +182,10 @@ class History:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
     def save(self, path) -> None:
-        _atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(self.to_dict(), indent=1)))
+        path = Path(path)  # atomic: a crash mid-write leaves the previous file
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path) -> History:
@@ -121,13 +202,7 @@ class History:
                     f" (total {self.wall_time[i]:.1f} s)  lr {self.lr[i]:.3g}")
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-# --- evaluation ------------------------------------------------------------------------------------
+# --- loaders and evaluation ------------------------------------------------------------------------
 
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
@@ -135,52 +210,111 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def _check_data(data, name: str, *, optional: bool = False) -> None:
+    """ImageData with images, or a loader (anything with a length, iterable) with batches."""
+    if data is None and optional:
+        return
+    if isinstance(data, ImageData):
+        if len(data) == 0:
+            raise ValueError(f"{name} is empty (0 images): pass a dataset with images")
+        return
+    if not (hasattr(data, "__iter__") and hasattr(data, "__len__")):
+        raise TypeError(f"{name} must be an ImageData or a loader yielding (images, labels) batches, got "
+                        f"{type(data).__name__}")
+    if len(data) == 0:
+        raise ValueError(f"{name} yields no batches (len 0): check its dataset size, batch size and "
+                         "drop_last")
+
+
+def make_loader(model: nn.Module, data, *, batch_size: int, train: bool, device=None,
+                image_size: int | None = None, augment=None, channels_last: bool | None = None,
+                seed: int = 0):
+    """The loader that :func:`fit` and :func:`evaluate` use to feed ``model`` with ``data``.
+
+    An :class:`ImageData` becomes a :class:`DeviceLoader` on ``device`` (default: the model's) at
+    ``image_size`` (default ``model.default_input_size``), channels_last unless on MPS (default), with
+    ``augment`` (training only), shuffled by ``seed`` and epoch and with the last partial batch dropped
+    when ``train``, sharded over the ranks of the process group under DDP. Any other ``data`` is
+    taken to be a loader already and returned as it is.
+    """
+    if not isinstance(data, ImageData):
+        return data
+    batch_size, train = checks.integer(batch_size, "batch_size"), checks.boolean(train, "train")
+    if augment is not None and not (train and callable(augment)):
+        raise ValueError("augment must be a callable on a float batch and applies to training loaders only "
+                         "(train=True)")
+    _check_data(data, "data")
+    device = select_device(device) if device is not None else model_device(model)
+    size = checks.optional_integer(image_size, "image_size") or getattr(model, "default_input_size", None)
+    channels_last = device.type != "mps" if channels_last is None else checks.boolean(channels_last,
+                                                                                      "channels_last")
+    rank, world = _world()
+    return DeviceLoader(data, batch_size, shuffle=train, device=device, image_size=size, augment=augment,
+                        drop_last=train and len(data) > batch_size * world, channels_last=channels_last,
+                        seed=checks.integer(seed, "seed", minimum=0), rank=rank, world_size=world)
+
+
+def _topk(topk, num_classes: int | None) -> tuple | None:
+    """The ks to measure: ``topk`` checked against the number of classes; by default (1, 5) capped at
+    it, so that 'top5' means top-min(5, classes). None while the number of classes is unknown."""
+    if topk is None:
+        return None if num_classes is None else tuple(sorted({1, min(5, num_classes)}))
+    if not isinstance(topk, (tuple, list)) or not topk:
+        raise TypeError(f"topk must be a non-empty tuple of integers, e.g. topk=(1, 5); got {topk!r}")
+    hint = f"the data has {num_classes} classes" if num_classes is not None else "e.g. topk=(1, 5)"
+    return tuple(checks.integer(k, "topk", maximum=num_classes, hint=hint) for k in topk)
+
+
 @torch.inference_mode()
-def evaluate(model: nn.Module, data, device=None, topk=(1, 5), batch_size: int = 512,
+def evaluate(model: nn.Module, data, device=None, topk=None, batch_size: int = 512,
              image_size: int | None = None, precision: str = "auto", channels_last: bool | None = None,
              max_batches: int | None = None) -> dict:
     """Mean cross-entropy and top-k accuracies of ``model`` on ``data`` (ImageData or a loader).
 
-    Returns ``{'loss': ..., 'top1': ..., 'top5': ..., 'n': ...}`` (one ``top{k}`` per k). Under DDP the
-    sums are all-reduced over ranks, each rank evaluating its shard.
+    Returns ``{'loss': ..., 'top1': ..., 'top5': ..., 'n': ...}`` (one ``top{k}`` per k; by default k = 1
+    and min(5, classes); every k must be between 1 and the number of classes). Under DDP the sums are
+    all-reduced over ranks, each rank evaluating its shard.
     """
-    device = torch.device(device) if device is not None else model_device(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_data(data, "data")
+    checks.choice(precision, "precision", PRECISIONS)
+    max_batches = checks.optional_integer(max_batches, "max_batches")
+    ks = _topk(topk, data.num_classes if isinstance(data, ImageData) else None)
+    device = select_device(device) if device is not None else model_device(model)
+    data = make_loader(model, data, batch_size=batch_size, train=False, device=device, image_size=image_size,
+                       channels_last=channels_last)
     model.to(device)
     amp = amp_dtype(precision, device)
-    if channels_last is None:
-        channels_last = device.type != "mps"
-    if isinstance(data, ImageData):
-        rank, world = _world()
-        size = image_size or getattr(model, "default_input_size", None)
-        data = DeviceLoader(data, batch_size, False, device, size, channels_last=channels_last, rank=rank,
-                            world_size=world)
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    hits = torch.zeros(len(topk), device=device, dtype=torch.int64)
-    n = torch.zeros((), device=device, dtype=torch.int64)
+    hits, n = None, torch.zeros((), device=device, dtype=torch.int64)
     with eval_mode(model):
-        for b, (x, y) in enumerate(data):
-            if max_batches is not None and b >= max_batches:
-                break
+        for x, y in itertools.islice(data, max_batches):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device, amp):
                 logits = model(x)
             logits = logits.float()
+            if hits is None:  # a loader: the number of classes is known at the first batch
+                ks = _topk(topk, logits.shape[1])
+                hits = torch.zeros(len(ks), device=device, dtype=torch.int64)
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
-            top = logits.topk(min(max(topk), logits.shape[1]), dim=1).indices == y[:, None]
-            hits += torch.stack([top[:, :k].any(1).sum() for k in topk])
+            top = logits.topk(max(ks), dim=1).indices == y[:, None]
+            hits += torch.stack([top[:, :k].any(1).sum() for k in ks])
             n += len(y)
+    if hits is None:
+        raise ValueError("data yielded no batches: nothing to evaluate")
     if _world()[1] > 1:
         stats = torch.cat([loss_sum[None], hits.double(), n[None].double()])
         dist.all_reduce(stats)
         loss_sum, hits, n = stats[0], stats[1:-1], stats[-1]
     n = int(n)
     out = {"loss": float(loss_sum) / max(n, 1)}
-    out.update({f"top{k}": float(h) / max(n, 1) for k, h in zip(topk, hits.tolist())})
+    out.update({f"top{k}": float(h) / max(n, 1) for k, h in zip(ks, hits.tolist())})
     out["n"] = n
     return out
 
 
-# --- training --------------------------------------------------------------------------------------
+# --- set-up ----------------------------------------------------------------------------------------
 
 def _setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1: (rank, world_size, this rank's device)."""
@@ -205,69 +339,187 @@ def _make_schedule(name, opt, epochs, steps):
         return S.ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=2), False
     if name == "onecycle":
         return S.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=epochs * steps), True
-    if name == "cosine":
-        return S.CosineAnnealingLR(opt, T_max=epochs * steps), True
-    raise ValueError(f"schedule must be one of {SCHEDULES}, not {name!r}")
+    return S.CosineAnnealingLR(opt, T_max=epochs * steps), True
 
 
-def _diverged(value, epoch, epochs, step, steps, lr, ckpt, done) -> TrainingDivergedError:
-    msg = (f"Training diverged: the loss became {value} at epoch {epoch}/{epochs}, step {step}/{steps} "
-           f"(learning rate {lr:.3g}). Try a lower learning rate, e.g. lr={lr / 10:.3g}. ")
-    if ckpt is not None and done > 0:
-        msg += (f"The last good checkpoint is {ckpt} (end of epoch {done}); continue from it with "
-                f"resume=True (--resume) and the lower learning rate.")
+@dataclass
+class _Run:
+    """What one call of :func:`fit` works with: built by :func:`_setup`, read by the phases."""
+
+    cfg: FitConfig
+    model: nn.Module
+    net: nn.Module  # the model, wrapped in DistributedDataParallel under torchrun
+    device: torch.device
+    amp: torch.dtype | None
+    rank: int
+    world: int
+    train_loader: object
+    test_loader: object
+    steps: int  # per epoch
+    log_every: int
+    convert_layout: bool  # channels_last wanted and the loader does not make it
+    opt: torch.optim.Optimizer
+    sched: object
+    sched_per_step: bool
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    out_dir: Path | None
+    ckpt_path: Path | None
+    history: History
+    callbacks: tuple
+    verbose: bool
+    last_good: tuple | None = None  # (path, 'end of epoch 2'): what a divergence error points to
+    stop: _StopSignals | None = None
+
+
+def _setup(model, train_data, test_data, cfg: FitConfig, device, augment, out_dir, callbacks) -> _Run:
+    """Process group, seeds, device and layout, loaders, optimizer, schedule, loss scaler, out_dir."""
+    rank, world, device = _setup_distributed(device)
+    seed_everything(cfg.seed + rank)
+    amp = amp_dtype(cfg.precision, device)
+    channels_last = device.type != "mps" if cfg.channels_last is None else cfg.channels_last
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    kw = dict(device=device, image_size=cfg.image_size, channels_last=channels_last, seed=cfg.seed)
+    train_loader = make_loader(model, train_data, batch_size=cfg.batch_size, train=True, augment=augment,
+                               **kw)
+    test_loader = None if test_data is None else make_loader(
+        model, test_data, batch_size=max(2 * cfg.batch_size, 256), train=False, **kw)
+    steps = min(len(train_loader), cfg.max_steps_per_epoch or len(train_loader))
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
     else:
-        msg += "No checkpoint of a completed epoch exists" + (" (out_dir=None)." if ckpt is None else ".")
-    return TrainingDivergedError(msg, epoch=epoch, step=step, lr=lr, checkpoint=ckpt if done else None)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched, sched_per_step = _make_schedule(cfg.schedule, opt, cfg.epochs, steps)
+    # fp16 has a narrow range: scale the loss up so small gradients survive, unscale before the step
+    # (steps whose gradients overflowed are skipped and the scale is lowered)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    out_dir = Path(out_dir) if out_dir is not None else None
+    if out_dir is not None and rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.clean_stale_temp_files(out_dir)  # left by a run killed while writing
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                  else None)
+    run = _Run(cfg, model, net, device, amp, rank, world, train_loader, test_loader, steps,
+               cfg.log_every or (1 if device.type == "cpu" else 25),
+               channels_last and not getattr(train_loader, "channels_last", False), opt, sched,
+               sched_per_step, scaler, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), out_dir,
+               out_dir / CHECKPOINT if out_dir is not None else None, History(),
+               callbacks, (cfg.progress if cfg.verbose is None else cfg.verbose) and rank == 0)
+    run.history.config = _config_dict(run)
+    return run
 
 
-class _LivePlot:
-    """Loss and accuracy curves redrawn after every epoch in a notebook; does nothing elsewhere."""
-
-    def __init__(self):
-        self.handle = None
-        try:
-            from IPython import get_ipython
-            self.enabled = get_ipython() is not None
-        except ImportError:
-            self.enabled = False
-
-    def update(self, h: History) -> None:
-        if not self.enabled:
-            return
-        from IPython.display import Image, display
-        from matplotlib.figure import Figure  # not pyplot: no global state, works with any backend
-
-        fig = Figure(figsize=(10, 3.5), layout="tight")
-        ax1, ax2 = fig.subplots(1, 2)
-        per_epoch = len(h.step_loss) / max(len(h), 1)
-        ax1.plot([(i + 1) / per_epoch for i in range(len(h.step_loss))], h.step_loss, lw=0.5, alpha=0.4,
-                 label="train (step)")
-        ax1.plot(h.epoch, h.train_loss, "o-", label="train")
-        if h.test_loss[-1] is not None:
-            ax1.plot(h.epoch, h.test_loss, "o-", label="test")
-            ax2.plot(h.epoch, [100 * a for a in h.test_top1], "o-", label="test top-1")
-        ax2.plot(h.epoch, [100 * a for a in h.train_acc], "o-", label="train")
-        ax1.set(xlabel="epoch", ylabel="loss")
-        ax2.set(xlabel="epoch", ylabel="accuracy (%)")
-        ax1.legend(), ax2.legend()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=72)
-        image = Image(data=buf.getvalue(), format="png")
-        if self.handle is None:
-            self.handle = display(image, display_id=True)
-        else:
-            self.handle.update(image)
+def _config_dict(run: _Run) -> dict:
+    return {**asdict(run.cfg), "model": type(run.model).__name__, "device": str(run.device),
+            "params": sum(p.numel() for p in run.model.parameters()), "world_size": run.world,
+            "amp": DTYPE_NAMES[run.amp]}
 
 
-_RESUME_IGNORES = {"epochs", "lr", "device", "progress", "verbose", "live_plot", "log_every"}
+# --- the running state of one epoch ----------------------------------------------------------------
+
+@dataclass
+class _Epoch:
+    """Sums of the epoch in progress, on the device (the host syncs every log_every steps only); a
+    mid-epoch checkpoint stores them so that a resumed epoch ends with the same numbers."""
+
+    epoch: int  # from 0
+    losses: torch.Tensor  # one per step
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    step: int = 0  # steps done
+    logged: int = 0  # steps checked for NaN/inf and shown on the bar
+    step_lrs: list = field(default_factory=list)
+    t0: float = field(default_factory=time.perf_counter)  # when the epoch started (less earlier sessions)
+
+    @classmethod
+    def start(cls, epoch: int, run: _Run) -> _Epoch:
+        zeros = lambda dtype: torch.zeros((), device=run.device, dtype=dtype)  # noqa: E731
+        return cls(epoch, torch.zeros(run.steps, device=run.device), zeros(torch.float32), zeros(torch.int64))
+
+    def to_state(self) -> dict:
+        return dict(epoch=self.epoch, losses=self.losses.cpu(), loss_sum=self.loss_sum.cpu(),
+                    correct=self.correct.cpu(), seen=self.seen, step=self.step, step_lrs=list(self.step_lrs),
+                    elapsed=time.perf_counter() - self.t0)
+
+    @classmethod
+    def from_state(cls, s: dict, device) -> _Epoch:
+        return cls(s["epoch"], s["losses"].to(device), s["loss_sum"].to(device), s["correct"].to(device),
+                   s["seen"], s["step"], s["step"], list(s["step_lrs"]), time.perf_counter() - s["elapsed"])
 
 
-def _load_checkpoint(path: Path, model, opt, sched, args: dict, warn: bool,
-                     scaler=None) -> tuple[History, int]:
-    """Restore model, optimizer, scheduler, loss scaler and RNG states from ``path``: (history, epochs
-    done)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+# --- checkpoints -----------------------------------------------------------------------------------
+
+def _save_state(run: _Run, ep: _Epoch | None) -> Path | None:
+    """Check that the weights are finite, then (with out_dir, on rank 0) write the whole state: at the
+    end of an epoch (``ep`` None) or in the middle of ``ep``. Raises TrainingDivergedError instead of
+    writing a broken state over the last good one."""
+    epochs_done = len(run.history)
+    if not checkpoint.all_finite(run.model):
+        epoch, step = (epochs_done, None) if ep is None else (ep.epoch + 1, ep.step)
+        raise _diverged(run, "the weights became NaN or infinite", epoch, step, run.opt.param_groups[0]["lr"])
+    if run.ckpt_path is None:
+        return None
+    if run.rank == 0:
+        sched, scaler = run.sched, run.scaler
+        checkpoint.save_checkpoint(run.ckpt_path, dict(
+            model=run.model.state_dict(), model_class=type(run.model).__name__,
+            optimizer=run.opt.state_dict(), scheduler=sched.state_dict() if sched is not None else None,
+            scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=checkpoint.rng_state(),
+            config=asdict(run.cfg), history=run.history.to_dict(), epoch=epochs_done,
+            steps=run.steps, progress=None if ep is None else ep.to_state()))
+        if ep is None:
+            run.history.save(run.out_dir / HISTORY)
+    where = (f"end of epoch {epochs_done}" if ep is None else
+             f"epoch {ep.epoch + 1}, step {ep.step}/{run.steps}")
+    run.last_good = (run.ckpt_path, where)
+    return run.ckpt_path
+
+
+def _load_state(run: _Run, path: Path) -> _Epoch | None:
+    """Restore model, optimizer, schedule, loss scaler, RNG and history from ``path`` (a file that is not
+    a checkpoint is a CheckpointError and runs no code); returns the state of an unfinished epoch."""
+    ck = checkpoint.load_checkpoint(path)
+    keys = {"model", "model_class", "optimizer", "scheduler", "rng", "config", "history", "epoch"}
+    missing = keys - set(ck) if isinstance(ck, dict) else keys
+    if missing:
+        raise checkpoint.CheckpointError(f"{path} is not a checkpoint of fit (no {sorted(missing)})")
+    _check_same_model(path, run.model, ck)
+    cfg, old = run.cfg, ck["config"]
+    if cfg.schedule in ("onecycle", "cosine") and cfg.epochs > old["epochs"]:
+        raise ValueError(f"{path}: its {cfg.schedule} schedule ends after {old['epochs']} epochs and "
+                         f"cannot be stretched to {cfg.epochs}; start a new run (overwrite=True) instead.")
+    progress = ck.get("progress")
+    if progress is not None and ck.get("steps") != run.steps:
+        raise ValueError(f"{path} was saved in the middle of an epoch of {ck.get('steps')} steps; this run "
+                         f"has {run.steps}: resume with the same batch_size and max_steps_per_epoch")
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    if run.sched is not None and ck["scheduler"] is not None:
+        run.sched.load_state_dict(ck["scheduler"])
+    if run.scaler.is_enabled() and ck.get("scaler"):
+        run.scaler.load_state_dict(ck["scaler"])
+    if old["lr"] != cfg.lr:  # e.g. a lower lr after a divergence: rescale the restored schedule
+        _rescale_lr(run, cfg.lr / old["lr"])
+    changed = cfg.changed_from(old)
+    if changed and run.rank == 0:
+        warnings.warn(f"resuming {path} with changed arguments (old, new): {changed}", stacklevel=3)
+    checkpoint.set_rng_state(ck["rng"])
+    run.history = History.from_dict(ck["history"])
+    run.history.config = _config_dict(run)
+    done = ck["epoch"]
+    run.last_good = (path, f"end of epoch {done}" if progress is None else
+                     f"epoch {done + 1}, step {progress['step']}/{run.steps}")
+    return None if progress is None else _Epoch.from_state(progress, run.device)
+
+
+def _check_same_model(path: Path, model: nn.Module, ck: dict) -> None:
     mine = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in ck["model"].items()}
     if ck["model_class"] != type(model).__name__ or mine != theirs:
@@ -276,201 +528,273 @@ def _load_checkpoint(path: Path, model, opt, sched, args: dict, warn: bool,
         raise CheckpointMismatchError(
             f"{path} holds a checkpoint of a different model ({ck['model_class']}, {count(theirs)} "
             f"parameters) than the one passed ({type(model).__name__}, {count(mine)} parameters); "
-            f"first differences: {diff}. Use another out_dir, or resume=False to start over.")
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    if sched is not None and ck["scheduler"] is not None:
-        sched.load_state_dict(ck["scheduler"])
-    if scaler is not None and scaler.is_enabled() and ck.get("scaler"):
-        scaler.load_state_dict(ck["scaler"])
-    old = ck["args"]
-    if args["schedule"] in ("onecycle", "cosine") and args["epochs"] > old["epochs"]:
-        raise ValueError(f"{path}: its {args['schedule']} schedule ends after {old['epochs']} epochs and "
-                         f"cannot be stretched to {args['epochs']}; start a new run (resume=False) instead.")
-    if old["lr"] != args["lr"]:  # e.g. a lower lr after a divergence: rescale the restored schedule
-        factor = args["lr"] / old["lr"]
-        for g in opt.param_groups:
-            for key in ("lr", "initial_lr", "max_lr", "min_lr"):
-                if key in g:
-                    g[key] *= factor
-        if hasattr(sched, "base_lrs"):
-            sched.base_lrs = [b * factor for b in sched.base_lrs]
-    changed = {k: (old.get(k), v) for k, v in args.items() if k not in _RESUME_IGNORES and old.get(k) != v}
-    if changed and warn:
-        warnings.warn(f"resuming {path} with changed arguments (old, new): {changed}", stacklevel=3)
-    _set_rng_state(ck["rng"])
-    history = History.from_dict(ck["history"])
-    history.config.update(epochs=args["epochs"], lr=args["lr"])
-    return history, ck["epoch"]
+            f"first differences: {diff}. Use another out_dir, or overwrite=True to start over.")
+
+
+def _rescale_lr(run: _Run, factor: float) -> None:
+    for g in run.opt.param_groups:
+        for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+            if key in g:
+                g[key] *= factor
+    if hasattr(run.sched, "base_lrs"):
+        run.sched.base_lrs = [b * factor for b in run.sched.base_lrs]
+
+
+def _diverged(run: _Run, what: str, epoch: int, step: int | None, lr: float) -> TrainingDivergedError:
+    cfg = run.cfg
+    where = f"epoch {epoch}/{cfg.epochs}, step {step}/{run.steps}" if step is not None else \
+        f"the end of epoch {epoch}/{cfg.epochs}"
+    msg = (f"Training diverged: {what} at {where} (learning rate {lr:.3g}). Try a lower learning rate, "
+           f"e.g. lr={lr / 10:.3g}. ")
+    if run.last_good is not None:
+        msg += (f"The last good checkpoint is {run.last_good[0]} ({run.last_good[1]}); continue from it "
+                f"with resume=True (--resume) and the lower learning rate.")
+    else:
+        msg += "No good checkpoint exists" + (" (out_dir=None)." if run.ckpt_path is None else " yet.")
+    last = run.last_good[0] if run.last_good is not None else None
+    return TrainingDivergedError(msg, epoch=epoch, step=step, lr=lr, checkpoint=last)
+
+
+# --- stopping on a signal --------------------------------------------------------------------------
+
+class _StopSignals:
+    """While training, SIGINT (Ctrl-C, a notebook's interrupt) and SIGTERM (a batch system, ``kill``)
+    only note the signal: the current step finishes, then fit saves and raises TrainingInterrupted. A
+    second Ctrl-C stops at once. Python delivers signals to the main thread only: elsewhere no handlers
+    are installed."""
+
+    def __init__(self):
+        self.signal, self._previous = None, {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._note)
+        return self
+
+    def _note(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum)
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _interrupted(run: _Run, ep: _Epoch) -> TrainingInterrupted:
+    """Save the state of the epoch in progress (with out_dir) and say where."""
+    sig = run.stop.signal or signal.SIGTERM  # under DDP another rank may have received it
+    path = _save_state(run, ep) if run.ckpt_path is not None else None
+    where = f"after step {ep.step}/{run.steps} of epoch {ep.epoch + 1}/{run.cfg.epochs}"
+    then = f"saved {path}; continue with resume=True (--resume)." if path else "nothing saved (out_dir=None)."
+    return TrainingInterrupted(f"{sig.name} received: training stopped {where}; {then}", signal=sig,
+                               checkpoint=path, epoch=ep.epoch + 1, step=ep.step)
+
+
+# --- one epoch of steps ----------------------------------------------------------------------------
+
+def _epoch_batches(loader, epoch: int, start: int):
+    """The batches of ``epoch`` from batch ``start`` on; loaders with ``set_epoch(epoch, start_batch)``
+    skip without building the skipped batches, others are iterated past them."""
+    set_epoch = getattr(loader, "set_epoch", None)
+    if set_epoch is not None and "start_batch" in inspect.signature(set_epoch).parameters:
+        set_epoch(epoch, start_batch=start)
+        return iter(loader)
+    if set_epoch is not None:
+        set_epoch(epoch)
+    return itertools.islice(loader, start, None)
+
+
+def _train_epoch(run: _Run, ep: _Epoch) -> None:
+    """Run the steps of ``ep`` from ``ep.step`` to the end of the epoch, with mid-epoch checkpoints every
+    ``checkpoint_every`` optimizer steps; raises TrainingDivergedError or TrainingInterrupted."""
+    from tqdm.auto import tqdm
+
+    cfg, every = run.cfg, run.cfg.checkpoint_every
+    if run.world == 1 and run.stop.signal is not None:  # arrived during the previous epoch's evaluation
+        raise _interrupted(run, ep)
+    run.net.train()
+    bar = tqdm(total=run.steps, initial=ep.step, desc=f"epoch {ep.epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not (cfg.progress and run.rank == 0))
+    batches = _epoch_batches(run.train_loader, ep.epoch, ep.step)
+    try:
+        for step, (x, y) in enumerate(batches, start=ep.step):
+            if step >= run.steps:
+                break
+            x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+            if run.convert_layout and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(run.device, run.amp):
+                logits = run.net(x)
+                loss = run.loss_fn(logits.float(), y)
+            run.opt.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.opt)
+            run.scaler.update()
+            ep.step_lrs.append(run.opt.param_groups[0]["lr"])
+            if run.sched_per_step:
+                run.sched.step()
+            ep.losses[step] = loss.detach()
+            ep.loss_sum += loss.detach() * len(y)
+            ep.correct += (logits.argmax(1) == y).sum()
+            ep.seen, ep.step = ep.seen + len(y), step + 1
+            # host sync: every log_every steps, at the end, before a checkpoint, on a signal
+            due = (every is not None and run.ckpt_path is not None and ep.step < run.steps
+                   and (len(run.history.step_loss) + ep.step) % every == 0)
+            stop = run.world == 1 and run.stop.signal is not None
+            if ep.step % run.log_every == 0 or ep.step == run.steps or due or stop:
+                stop = _sync(run, ep, bar)
+            if stop:
+                raise _interrupted(run, ep)
+            if due:
+                _save_state(run, ep)
+    finally:
+        bar.close()
+
+
+def _sync(run: _Run, ep: _Epoch, bar) -> bool:
+    """Check the losses since the last sync for NaN/inf, update the bar; returns whether a stop signal
+    arrived (on any rank: every rank must stop, or diverge, at the same step)."""
+    window = ep.losses[ep.logged:ep.step]
+    bad = ~torch.isfinite(window)
+    stop = torch.tensor(float(run.stop.signal is not None), device=run.device)
+    check = torch.stack([torch.where(bad, 0, window).sum(), bad.sum().float(), stop])
+    if run.world > 1:
+        dist.all_reduce(check)
+    wsum, nbad, nstop = check.tolist()
+    if nbad:
+        first = ep.logged + int(bad.nonzero()[0]) if bad.any() else ep.step - 1
+        value = ep.losses[first].item() if bad.any() else "NaN/inf (on another rank)"
+        raise _diverged(run, f"the loss became {value}", ep.epoch + 1, first + 1, ep.step_lrs[first])
+    rate = ep.seen * run.world / (time.perf_counter() - ep.t0)
+    bar.set_postfix(loss=f"{wsum / ((ep.step - ep.logged) * run.world):.4f}", img_s=f"{rate:,.0f}",
+                    refresh=False)
+    bar.update(ep.step - ep.logged)
+    ep.logged = ep.step
+    return nstop > 0
+
+
+# --- the end of an epoch ---------------------------------------------------------------------------
+
+def _end_epoch(run: _Run, ep: _Epoch) -> None:
+    """All-reduce the epoch's sums, evaluate, check, step the schedule, record the history row, save a
+    checkpoint, print a line, call the callbacks."""
+    cfg, h = run.cfg, run.history
+    sums = torch.stack([ep.loss_sum.double(), ep.correct.double(),
+                        torch.tensor(ep.seen, device=run.device, dtype=torch.float64)])
+    if run.world > 1:
+        dist.all_reduce(sums)
+    loss_sum, correct, seen = sums.tolist()
+    train_time = time.perf_counter() - ep.t0
+    test = {} if run.test_loader is None else evaluate(run.model, run.test_loader, run.device,
+                                                        precision=cfg.precision)
+    for name, value in [("train loss", loss_sum / seen), ("test loss", test.get("loss", 0.0))]:
+        if not math.isfinite(value):  # e.g. the last step sent the weights to 1e28
+            raise _diverged(run, f"the {name} became {value}", ep.epoch + 1, None, ep.step_lrs[-1])
+    if cfg.schedule == "plateau":
+        run.sched.step(test.get("loss", loss_sum / seen))
+    elif run.sched is not None and not run.sched_per_step:
+        run.sched.step()
+    epoch_time = time.perf_counter() - ep.t0
+    top5 = max((k for k in test if k.startswith("top")), key=lambda k: int(k[3:]), default=None)
+    row = dict(epoch=ep.epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
+               test_loss=test.get("loss"), test_top1=test.get("top1"), test_top5=test.get(top5),
+               images_per_sec=seen / train_time, epoch_time=epoch_time,
+               wall_time=(h.wall_time or [0.0])[-1] + epoch_time, lr=ep.step_lrs[-1])
+    for key, value in row.items():
+        getattr(h, key).append(value)
+    h.step_loss += ep.losses[:ep.step].tolist()
+    h.step_lr += ep.step_lrs
+    _save_state(run, None)
+    if run.verbose:
+        print(h.epoch_line(), flush=True)
+    for callback in run.callbacks:
+        callback(run.model, h)
+
+
+# --- fit -------------------------------------------------------------------------------------------
+
+def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, on_epoch_end):
+    """The arguments of fit that are not settings; returns the callbacks as a tuple."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_data(train_data, "train_data")
+    _check_data(test_data, "test_data", optional=True)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a callable on a float batch (or None), got "
+                        f"{type(augment).__name__}")
+    if out_dir is not None and not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(f"out_dir must be a path (str or Path) or None, got {type(out_dir).__name__}")
+    checks.boolean(resume, "resume"), checks.boolean(overwrite, "overwrite")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    if resume and overwrite:
+        raise ValueError("resume=True continues the run in out_dir, overwrite=True starts it over: pass one")
+    callbacks = on_epoch_end if isinstance(on_epoch_end, (list, tuple)) else (on_epoch_end,)
+    callbacks = tuple(c for c in callbacks if c is not None)
+    for c in callbacks:
+        if not callable(c):
+            raise TypeError(f"on_epoch_end must be a callable f(model, history) or a list of them, got "
+                            f"{type(c).__name__}")
+    return callbacks
 
 
 def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size: int = 128,
         lr: float = 0.01, optimizer: str = "sgd", momentum: float = 0.9, weight_decay: float = 5e-4,
         schedule: str | None = None, label_smoothing: float = 0.0, image_size: int | None = None,
-        augment=None, device=None, precision: str = "auto", channels_last: bool | None = None,
-        seed: int = 0, out_dir=None, resume: bool = False, progress: bool = True,
-        verbose: bool | None = None, live_plot: bool = False, log_every: int | None = None,
-        max_steps_per_epoch: int | None = None, on_epoch_end=None) -> History:
+        augment: Callable | None = None, device=None, precision: str = "auto",
+        channels_last: bool | None = None, seed: int = 0, out_dir=None, resume: bool = False,
+        overwrite: bool = False, progress: bool = True, verbose: bool | None = None,
+        log_every: int | None = None, max_steps_per_epoch: int | None = None,
+        checkpoint_every: int | None = None, on_epoch_end=None) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
-    ``train_data``/``test_data``: ImageData (batched on the device at ``image_size``, default
-    ``model.default_input_size``, with ``augment`` applied to training batches) or ready loaders.
-    ``optimizer``: 'sgd' (momentum, weight decay as in the paper) or 'adamw'. ``schedule``: None,
-    'step' (lr/10 every epochs//3), 'plateau' (lr/10 when the test loss stalls), 'onecycle', 'cosine'.
-    ``precision``: 'auto' (bf16 autocast where supported, fp16 with loss scaling on CUDA GPUs without
-    bf16), 'bf16', 'fp16' or 'fp32'. ``channels_last``: None =
-    yes except on MPS. With ``out_dir`` a checkpoint is written after every epoch and ``resume=True``
-    continues from it (a changed ``lr`` rescales the restored schedule). ``progress``: a tqdm bar per
-    epoch; ``verbose`` (default: as ``progress``): one printed line per epoch. ``log_every``: steps
-    between host syncs (progress bar, NaN check); default 1 on CPU, 25 elsewhere.
-    ``max_steps_per_epoch`` cuts epochs short (quick runs). ``on_epoch_end(model, history)`` is called
-    after every epoch (after its checkpoint), e.g. to measure something else on the model.
+    ``train_data``/``test_data``: ImageData (batched on the device by :func:`make_loader` at
+    ``image_size``, default ``model.default_input_size``, with ``augment`` applied to training batches)
+    or ready loaders. ``optimizer``: 'sgd' (momentum, weight decay as in the paper) or 'adamw'.
+    ``schedule``: None, 'step' (lr/10 every epochs//3), 'plateau' (lr/10 when the test loss stalls),
+    'onecycle', 'cosine'. ``precision``: 'auto' (bf16 autocast where supported, fp16 with loss scaling
+    on CUDA GPUs without bf16), 'bf16', 'fp16' or 'fp32'. ``channels_last``: None = yes except on MPS.
+
+    With ``out_dir`` a checkpoint is written after every epoch (and every ``checkpoint_every`` optimizer
+    steps), each after checking that the weights and metrics are finite; a run into an ``out_dir`` that
+    holds one is refused unless ``resume=True`` (continue it, exactly, also from the middle of an epoch;
+    a changed ``lr`` rescales the restored schedule) or ``overwrite=True``. SIGINT/SIGTERM finish the
+    current step, save, and raise :class:`TrainingInterrupted`. ``progress``: a tqdm bar per epoch;
+    ``verbose`` (default: as ``progress``): one printed line per epoch. ``log_every``: steps between host
+    syncs (progress bar, NaN check); default 1 on CPU, 25 elsewhere. ``max_steps_per_epoch`` cuts epochs
+    short (quick runs). ``on_epoch_end``: ``f(model, history)`` or a list of them, called after every
+    epoch (after its checkpoint), e.g. ``plots.LivePlot()``.
     """
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
-    if optimizer not in ("sgd", "adamw"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adamw', not {optimizer!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir (where the checkpoint is)")
-    args = dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-                weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
-                image_size=image_size, precision=precision, channels_last=channels_last, seed=seed,
-                max_steps_per_epoch=max_steps_per_epoch, device=str(device), progress=progress,
-                verbose=verbose, live_plot=live_plot, log_every=log_every)
-    rank, world, device = _setup_distributed(select_device(device))
-    master = rank == 0
-    verbose = (progress if verbose is None else verbose) and master
-    seed_everything(seed + rank)
-    amp = amp_dtype(precision, device)
-    channels_last = device.type != "mps" if channels_last is None else channels_last
-    image_size = image_size or getattr(model, "default_input_size", None)
-    log_every = log_every or (1 if device.type == "cpu" else 25)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
-    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    # --- check every argument before any work ---
+    cfg = FitConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+                    weight_decay=weight_decay, schedule=schedule, label_smoothing=label_smoothing,
+                    image_size=image_size, precision=precision, channels_last=channels_last, seed=seed,
+                    max_steps_per_epoch=max_steps_per_epoch, log_every=log_every,
+                    checkpoint_every=checkpoint_every, device=device, progress=progress, verbose=verbose)
+    callbacks = _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite,
+                                  on_epoch_end)
+    device = select_device(device)
+    if out_dir is not None:
+        checkpoint.check_run_dir(out_dir, resume=resume, overwrite=overwrite)
 
-    def as_loader(data, bs, train):
-        if not isinstance(data, ImageData):
-            return data
-        return DeviceLoader(data, bs, shuffle=train, device=device, image_size=image_size,
-                            augment=augment if train else None, drop_last=train and len(data) > bs * world,
-                            channels_last=channels_last, seed=seed, rank=rank, world_size=world)
+    # --- set up, then continue a saved run ---
+    run = _setup(model, train_data, test_data, cfg, device, augment, out_dir, callbacks)
+    ep = None
+    if resume and run.ckpt_path.exists():
+        ep = _load_state(run, run.ckpt_path)
+        if len(run.history) >= cfg.epochs:
+            if run.verbose:
+                print(f"{run.ckpt_path}: already trained for {len(run.history)} epochs (asked for "
+                      f"{cfg.epochs}); nothing to do.")
+            return run.history
 
-    train_loader = as_loader(train_data, batch_size, True)
-    test_loader = None if test_data is None else as_loader(test_data, max(2 * batch_size, 256), False)
-    steps = min(len(train_loader), max_steps_per_epoch or len(train_loader))
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched, sched_per_step = _make_schedule(schedule, opt, epochs, steps)
-    # fp16 has a narrow range: scale the loss up so small gradients survive, unscale before the step
-    # (steps whose gradients overflowed are skipped and the scale is lowered)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    history = History(config={**args, "model": type(model).__name__, "device": str(device),
-                              "params": sum(p.numel() for p in model.parameters()), "world_size": world,
-                              "amp": DTYPE_NAMES[amp]})
-    out_dir = Path(out_dir) if out_dir is not None else None
-    ckpt_path, start = (out_dir / CHECKPOINT if out_dir is not None else None), 0
-    if resume and ckpt_path.exists():
-        history, start = _load_checkpoint(ckpt_path, model, opt, sched, args, warn=master, scaler=scaler)
-        if start >= epochs:
-            if verbose:
-                print(f"{ckpt_path}: already trained for {start} epochs (asked for {epochs}); nothing to do.")
-            return history
-    if out_dir is not None and master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    net = model
-    if world > 1:
-        ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    plot = _LivePlot() if live_plot and master else None
-    from tqdm.auto import tqdm
-
-    for epoch in range(start, epochs):
-        t0 = time.perf_counter()
-        net.train()
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        # running sums stay on the device: the host syncs every log_every steps only
-        losses = torch.zeros(steps, device=device)
-        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.int64)
-        seen, logged, step_lrs = 0, 0, []
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not (progress and master))
-        for step, (x, y) in enumerate(train_loader):
-            if step >= steps:
-                break
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
-                logits = net(x)
-                loss = loss_fn(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            step_lrs.append(opt.param_groups[0]["lr"])
-            if sched_per_step:
-                sched.step()
-            losses[step] = loss.detach()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
-            seen += len(y)
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                window = losses[logged:step + 1]
-                bad = ~torch.isfinite(window)
-                check = torch.stack([torch.where(bad, 0, window).sum(), bad.sum().float()])
-                if world > 1:
-                    dist.all_reduce(check)  # every rank must stop together
-                wsum, nbad = check.tolist()
-                if nbad:
-                    bar.close()
-                    first = logged + int(bad.nonzero()[0]) if bad.any() else step
-                    raise _diverged(losses[first].item() if bad.any() else "NaN/inf (on another rank)",
-                                    epoch + 1, epochs, first + 1, steps, step_lrs[first], ckpt_path, epoch)
-                rate = seen * world / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{wsum / ((step + 1 - logged) * world):.4f}", img_s=f"{rate:,.0f}",
-                                refresh=False)
-                bar.update(step + 1 - logged)
-                logged = step + 1
-        bar.close()
-        sums = torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, device=device).double()])
-        if world > 1:
-            dist.all_reduce(sums)
-        loss_sum, correct, seen = sums.tolist()
-        train_time = time.perf_counter() - t0
-        test = evaluate(model, test_loader, device, precision=precision) if test_loader is not None else {}
-        if schedule == "plateau":
-            sched.step(test.get("loss", loss_sum / seen))
-        elif sched is not None and not sched_per_step:
-            sched.step()
-        epoch_time = time.perf_counter() - t0
-        row = dict(epoch=epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
-                   test_loss=test.get("loss"), test_top1=test.get("top1"), test_top5=test.get("top5"),
-                   images_per_sec=seen / train_time, epoch_time=epoch_time,
-                   wall_time=(history.wall_time or [0.0])[-1] + epoch_time, lr=step_lrs[-1])
-        for key, value in row.items():
-            getattr(history, key).append(value)
-        history.step_loss += losses[:len(step_lrs)].tolist()
-        history.step_lr += step_lrs
-        if master and out_dir is not None:  # atomic: a crash mid-write leaves the previous checkpoint
-            state = dict(model=model.state_dict(), model_class=type(model).__name__,
-                         optimizer=opt.state_dict(), epoch=epoch + 1,
-                         scheduler=sched.state_dict() if sched is not None else None,
-                         scaler=scaler.state_dict() if scaler.is_enabled() else None,
-                         history=history.to_dict(), rng=_rng_state(), args=args)
-            _atomic_write(ckpt_path, lambda tmp, state=state: torch.save(state, tmp))
-            history.save(out_dir / HISTORY)
-        if verbose:
-            print(history.epoch_line(), flush=True)
-        if on_epoch_end is not None:
-            on_epoch_end(model, history)
-        if plot is not None:
-            plot.update(history)
-    return history
+    # --- train: epochs of steps, each followed by its bookkeeping ---
+    with _StopSignals() as run.stop:
+        for epoch in range(len(run.history), cfg.epochs):
+            ep = ep or _Epoch.start(epoch, run)
+            _train_epoch(run, ep)
+            _end_epoch(run, ep)
+            ep = None
+    return run.history

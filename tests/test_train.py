@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from conftest import REPO, TinyCNN, make_image_data, write_image_folder
 from torch import nn
 
+from alexnet_lib.checkpoint import load_checkpoint
 from alexnet_lib.data import image_folder_loader
 from alexnet_lib.models import get_model
 from alexnet_lib.train import (
@@ -61,7 +62,7 @@ def test_fit_learns_fashion_mnist(fashion, tmp_path, capsys):
     seed_everything(0)
     model = get_model("lenet5", modern=True)
     h = fit(model, train, test, epochs=2, batch_size=32, lr=3e-3, optimizer="adamw", schedule="onecycle",
-            device="cpu", out_dir=tmp_path, progress=True, live_plot=True)  # live_plot: no-op outside IPython
+            device="cpu", out_dir=tmp_path, progress=True)
     first, last = sum(h.step_loss[:20]) / 20, sum(h.step_loss[-20:]) / 20
     assert first > 2.0 and last < 0.8, (first, last)
     assert h.test_top1[-1] > 0.70 and h.test_top5[-1] > 0.97, h.test_top1
@@ -136,14 +137,14 @@ def test_interrupted_run_resumes_exactly(small, tmp_path, precision, schedule):
     seed_everything(0)
     with pytest.raises(KeyboardInterrupt):
         fit(TinyCNN(), *small, epochs=2, out_dir=tmp_path / "b", augment=CrashAfter(6 + 3), **kw)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
     seed_everything(123)  # a different initialisation and RNG state: everything must come from the checkpoint
     resumed = TinyCNN()
     h_resumed = fit(resumed, *small, epochs=2, out_dir=tmp_path / "b", resume=True, **kw)
     assert _same_weights(_state(whole), _state(resumed))
     assert h_resumed.step_loss == h_whole.step_loss and h_resumed.test_top1 == h_whole.test_top1
     assert h_resumed.lr == h_whole.lr
-    ck = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    ck = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
     assert h_resumed.config["amp"] == {"fp32": "fp32", "fp16": "fp16"}.get(precision, h_resumed.config["amp"])
     if precision == "fp16":  # the loss scaler's state travels with the checkpoint
         assert ck["scaler"]["scale"] > 0
@@ -271,30 +272,8 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert ranks[0]["steps"] == 2 * 3  # 96 images / 2 ranks / 16 per batch
     assert ranks[0]["test_top1"] == ranks[1]["test_top1"]  # all-reduced metrics
     assert ranks[0]["train_loss"] == ranks[1]["train_loss"]
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)  # written by rank 0
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # written by rank 0
     assert ckpt["epoch"] == 2 and ckpt["history"]["config"]["world_size"] == 2
-
-
-def test_live_plot_in_a_notebook(monkeypatch):
-    import IPython
-    import IPython.display
-
-    shown = []
-
-    class Handle:
-        def update(self, image):
-            shown.append(("update", image.data[:4]))
-
-    def display(image, display_id=None):
-        shown.append(("display", image.data[:4]))
-        return Handle()
-
-    monkeypatch.setattr(IPython, "get_ipython", lambda: object())  # "inside a notebook"
-    monkeypatch.setattr(IPython.display, "display", display)
-    fit(TinyCNN(), make_image_data(n=32, size=28), make_image_data(n=16, size=28), epochs=3, batch_size=16,
-        live_plot=True, progress=False)
-    png = b"\x89PNG"
-    assert shown == [("display", png), ("update", png), ("update", png)]  # one figure, redrawn each epoch
 
 
 def test_on_epoch_end_sees_each_epoch(tmp_path):
