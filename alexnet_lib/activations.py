@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import choice, integer, number
 from .device import autocast
 from .layers import eval_mode
 from .models import make_activation
@@ -60,10 +61,31 @@ _FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _check(name: str) -> str:
-    if name not in _FUNCTIONS:
-        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {name!r}")
+def _check(name: str, arg: str = "name") -> str:
+    if not isinstance(name, str) or name not in _FUNCTIONS:
+        raise ValueError(f"{arg} must be one of the activations {list(ACTIVATIONS)}, got {name!r}")
     return name
+
+
+def _tensor(x, name: str = "x") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; "
+                        f"e.g. {name}=torch.linspace(-5, 5, 101)")
+    return x
+
+
+def _module(model, name: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {model!r:.80} ({type(model).__name__})")
+    return model
+
+
+def _stack_args(depth, init, width, kind) -> None:
+    """The arguments :func:`deep_stack`, :func:`gradient_norms` and :func:`plot_gradient_norms` share."""
+    integer(depth, "depth", hint="the number of hidden layers, e.g. depth=20")
+    integer(width, "width", hint="features (linear) or channels (conv) per layer, e.g. width=256")
+    choice(init, "init", INITS)
+    choice(kind, "kind", ("linear", "conv"))
 
 
 def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -78,6 +100,7 @@ def derivative(name: str, x: torch.Tensor) -> torch.Tensor:
     the convention autograd uses); leaky_relu: 1 for x > 0 else ``LEAKY_SLOPE``.
     """
     _check(name)
+    _tensor(x)
     if name == "sigmoid":
         s = torch.sigmoid(x)
         return s * (1 - s)
@@ -94,7 +117,8 @@ def autograd_derivative(name: str, x: torch.Tensor) -> torch.Tensor:
     Each output depends only on its own input, so the gradient of the *sum* of the outputs is the
     element-wise derivative.
     """
-    x = x.detach().clone().requires_grad_(True)
+    _check(name)
+    x = _tensor(x).detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(activation(name)(x).sum(), x)
     return grad
 
@@ -108,8 +132,8 @@ def init_weights(module: nn.Module, init: str = "default") -> nn.Module:
     - ``'he'``: He et al. (2015), N(0, 2 / fan_in), made for ReLUs, biases 0;
     - ``'paper'``: AlexNet's N(0, 0.01^2) (Section 5), biases 0.
     """
-    if init not in INITS:
-        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    _module(module, "module")
+    choice(init, "init", INITS)
     if init == "default":
         return module
     for m in module.modules():
@@ -133,11 +157,10 @@ def deep_stack(activation: str = "relu", depth: int = 20, init: str = "default",
     3x3 convolutions with ``width`` channels and padding 1 (the first takes 3 channels), then a global
     average pool before the read-out. Weights are drawn with ``seed`` and ``init`` (:func:`init_weights`).
     """
-    _check(activation)
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    if kind not in ("linear", "conv"):
-        raise ValueError(f"kind must be 'linear' or 'conv', got {kind!r}")
+    _check(activation, "activation")
+    _stack_args(depth, init, width, kind)
+    integer(num_classes, "num_classes", hint="e.g. num_classes=10")
+    integer(seed, "seed", minimum=0, hint="e.g. seed=0")
     torch.manual_seed(seed)
     layers: list[nn.Module] = []
     for i in range(depth):
@@ -161,6 +184,10 @@ def gradient_norms(activation: str = "relu", depth: int = 20, init: str = "defau
     the cross-entropy loss goes backward. Returns a tensor of ``depth`` Frobenius norms
     ``||dL/dW_l||``, layer 1 (next to the input) first. Deterministic for a given ``seed``.
     """
+    _check(activation, "activation")
+    _stack_args(depth, init, width, kind)
+    integer(batch, "batch", hint="images per batch, e.g. batch=64")
+    integer(image_size, "image_size", hint="e.g. image_size=8")
     model = deep_stack(activation, depth, init, width, kind, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     shape = (batch, width) if kind == "linear" else (batch, 3, image_size, image_size)
@@ -188,6 +215,12 @@ def plot_gradient_norms(activations: str | Sequence[str] = ACTIVATIONS, init: st
 
     if isinstance(activations, str):
         activations = [activations]
+    if not isinstance(activations, Sequence) or len(activations) == 0:
+        raise ValueError(f"activations must be an activation name or a non-empty list of them "
+                         f"(from {list(ACTIVATIONS)}), got {activations!r}")
+    for name in activations:
+        _check(name, "activations")
+    _stack_args(depth, init, width, kind)
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 3.6))
     else:
@@ -218,7 +251,14 @@ def four_layer_net(activation: str = "relu", channels: Sequence[int] = (16, 32, 
     overlapping 3/2. No dropout, no normalisation; PyTorch's default initialisation, so the ReLU and
     the tanh versions differ only in their activation.
     """
-    c1, c2, c3 = channels
+    _check(activation, "activation")
+    if not isinstance(channels, Sequence) or len(channels) != 3:
+        raise ValueError(f"channels must be three channel counts (conv1, conv2, conv3), got {channels!r}; "
+                         "e.g. channels=(16, 32, 64)")
+    c1, c2, c3 = (integer(c, f"channels[{i}]", hint="e.g. channels=(16, 32, 64)")
+                  for i, c in enumerate(channels))
+    integer(num_classes, "num_classes", hint="e.g. num_classes=10")
+    integer(in_channels, "in_channels", hint="image channels: 1 for grey, 3 for RGB")
     return nn.Sequential(
         nn.Conv2d(in_channels, c1, 5, padding=2), make_activation(activation), nn.MaxPool2d(3, 2),
         nn.Conv2d(c1, c2, 5, padding=2), make_activation(activation), nn.MaxPool2d(3, 2),
@@ -239,7 +279,15 @@ def train_error_curve(model: nn.Module, batches, steps: int, lr: float, momentum
     its ``set_epoch(e)`` is called before pass ``e`` if it has one. ``amp_dtype``: e.g.
     ``torch.bfloat16`` to run the forward pass under autocast (``alexnet_lib.device.autocast_dtype``).
     """
+    _module(model)
+    integer(steps, "steps", hint="SGD steps to run, e.g. steps=300")
+    number(lr, "lr", minimum=0, min_open=True, hint="e.g. lr=0.01")
+    number(momentum, "momentum", minimum=0, maximum=1, max_open=True, hint="e.g. momentum=0.9")
+    if amp_dtype is not None and not isinstance(amp_dtype, torch.dtype):
+        raise TypeError(f"amp_dtype must be a torch.dtype or None, got {amp_dtype!r}; e.g. torch.bfloat16")
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True); nothing to train")
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum)
     device_type = next(iter(params)).device.type
     model.train()
@@ -267,6 +315,7 @@ def train_error_curve(model: nn.Module, batches, steps: int, lr: float, momentum
 
 def running_mean(values: Sequence[float], window: int = 25) -> torch.Tensor:
     """Mean of the last ``window`` values at every step (fewer at the start): smooths per-step errors."""
+    window = integer(window, "window", hint="steps averaged, e.g. window=25")
     v = torch.as_tensor(values, dtype=torch.float64)
     c = torch.cat([torch.zeros(1, dtype=torch.float64), v.cumsum(0)])
     idx = torch.arange(1, len(v) + 1)
@@ -277,6 +326,8 @@ def running_mean(values: Sequence[float], window: int = 25) -> torch.Tensor:
 def steps_to_error(errors: Sequence[float], threshold: float, window: int = 25) -> int | None:
     """First step (1-based) at which the running mean of ``window`` per-step training errors is at or
     below ``threshold``, counting only steps with a full window; None if it never gets there."""
+    number(threshold, "threshold", hint="a training error in [0, 1], e.g. threshold=0.25")
+    window = integer(window, "window", hint="steps averaged, e.g. window=25")
     smooth = running_mean(errors, window)[window - 1:]
     hit = (smooth <= threshold).nonzero()
     return int(hit[0]) + window if len(hit) else None
@@ -292,6 +343,13 @@ def dead_units(model: nn.Module, x: torch.Tensor, kinds: tuple[type[nn.Module], 
     output is 0 at every position of every image. Returns ``{layer name: (dead, total)}`` for every
     module of the given ``kinds``, in the order they run. The model runs in eval mode.
     """
+    _module(model)
+    _tensor(x)
+    if isinstance(kinds, type):
+        kinds = (kinds,)
+    if not isinstance(kinds, tuple) or not all(isinstance(k, type) and issubclass(k, nn.Module)
+                                               for k in kinds):
+        raise TypeError(f"kinds must be a tuple of nn.Module classes, got {kinds!r}; e.g. kinds=(nn.ReLU,)")
     active: dict[str, torch.Tensor] = {}
 
     def hook(name):

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arithmetic import _module, _size
+from .checks import boolean, integer, number, optional_integer
 from .layers import eval_mode
 
 __all__ = [
@@ -64,8 +66,13 @@ def num_translations(image_size: int = 256, crop_size: int = 224, flips: bool = 
     The paper counts ``(256 - 224)`` offsets per axis: 32 * 32 * 2 = 2048 ("a factor of 2048").
     Strictly, offsets 0..32 are all valid, 33 per axis: ``inclusive=True`` gives 33 * 33 * 2 = 2178.
     """
+    image_size = integer(image_size, "image_size", hint="e.g. image_size=256")
+    crop_size = integer(crop_size, "crop_size", hint="e.g. crop_size=224")
+    boolean(flips, "flips")
+    boolean(inclusive, "inclusive")
     if crop_size > image_size:
-        raise ValueError(f"crop_size {crop_size} is larger than image_size {image_size}")
+        raise ValueError(f"crop_size {crop_size} is larger than image_size {image_size}; "
+                         "a crop must fit inside the image")
     per_axis = image_size - crop_size + (1 if inclusive else 0)
     return per_axis * per_axis * (2 if flips else 1)
 
@@ -82,6 +89,10 @@ def rgb_pca(images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor
     """
     if isinstance(images, torch.Tensor):
         images = [images]
+    elif not isinstance(images, Sequence) or isinstance(images, str):
+        raise TypeError(f"images must be a tensor or a list of tensors, got {type(images).__name__}")
+    if len(images) == 0:
+        raise ValueError("images is an empty list; give at least one image (3, H, W) or batch (N, 3, H, W)")
     pixels = []
     for img in images:
         img = torch.as_tensor(img)
@@ -104,6 +115,13 @@ def rgb_pca(images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor
     return eigvals.float(), eigvecs.float()
 
 
+def _generator(generator):
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {generator!r:.60} "
+                        f"({type(generator).__name__}); e.g. generator=torch.Generator().manual_seed(0)")
+    return generator
+
+
 class FancyPCA(nn.Module):
     """The paper's PCA colour augmentation: ``x + eigvecs @ (alpha * eigvals)``, ``alpha ~ N(0, std)``.
 
@@ -121,9 +139,18 @@ class FancyPCA(nn.Module):
 
     def __init__(self, eigvals=IMAGENET_PCA_EIGVAL, eigvecs=IMAGENET_PCA_EIGVEC, std: float = 0.1,
                  generator: torch.Generator | None = None):
+        std = number(std, "std", minimum=0, hint="the std of each random alpha; the paper's is 0.1")
+        _generator(generator)
+        eigvals = torch.as_tensor(eigvals, dtype=torch.float32)
+        eigvecs = torch.as_tensor(eigvecs, dtype=torch.float32)
+        if eigvals.numel() != 3 or eigvecs.numel() != 9:
+            raise ValueError(f"eigvals must hold 3 values and eigvecs a 3x3 matrix (RGB), got shapes "
+                             f"{tuple(eigvals.shape)} and {tuple(eigvecs.shape)}; compute them with rgb_pca")
+        if not torch.isfinite(eigvals).all() or (eigvals < 0).any():
+            raise ValueError(f"eigvals must be finite and >= 0 (a covariance's eigenvalues), got "
+                             f"{eigvals.tolist()}")
+        eigvals, eigvecs = eigvals.reshape(3), eigvecs.reshape(3, 3)
         super().__init__()
-        eigvals = torch.as_tensor(eigvals, dtype=torch.float32).reshape(3)
-        eigvecs = torch.as_tensor(eigvecs, dtype=torch.float32).reshape(3, 3)
         self.register_buffer("eigvals", eigvals.clone())
         self.register_buffer("eigvecs", eigvecs.clone())
         self.std = float(std)
@@ -131,6 +158,7 @@ class FancyPCA(nn.Module):
 
     def sample_alpha(self, n: int) -> torch.Tensor:
         """``n`` draws of alpha ~ N(0, std), shape (n, 3), on the CPU."""
+        n = integer(n, "n", hint="the number of images, e.g. n=128")
         return torch.randn(n, 3, generator=self.generator) * self.std
 
     def shift(self, alpha: torch.Tensor) -> torch.Tensor:
@@ -176,13 +204,17 @@ class RandomCropFlip(nn.Module):
 
     def __init__(self, size: int | tuple[int, int], padding: int = 0, flip_p: float = 0.5,
                  fill: float = 0.0, generator: torch.Generator | None = None):
+        size = _size(size, "size")
+        padding = integer(padding, "padding", minimum=0, hint="zero padding on each side, e.g. padding=4")
+        flip_p = number(flip_p, "flip_p", minimum=0, maximum=1, hint="the probability of a flip, e.g. 0.5")
+        fill = number(fill, "fill", hint="the padding value, e.g. fill=0.0")
         super().__init__()
-        self.size = (size, size) if isinstance(size, int) else tuple(size)
-        self.padding, self.flip_p, self.fill = int(padding), float(flip_p), float(fill)
-        self.generator = generator
+        self.size, self.padding, self.flip_p, self.fill = size, padding, flip_p, fill
+        self.generator = _generator(generator)
 
     def sample(self, n: int, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Offsets ``(top, left)`` into the padded images and flip flags, each of shape (n,), on the CPU."""
+        n, height, width = integer(n, "n"), integer(height, "height"), integer(width, "width")
         ch, cw = self.size
         hp, wp = height + 2 * self.padding, width + 2 * self.padding
         if ch > hp or cw > wp:
@@ -212,6 +244,10 @@ class RandomCropFlip(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"RandomCropFlip expects (N, C, H, W) or (C, H, W), got {tuple(x.shape)}")
         n, _, h, w = x.shape
+        if self.size[0] > h + 2 * self.padding or self.size[1] > w + 2 * self.padding:
+            padded = (h + 2 * self.padding, w + 2 * self.padding)
+            raise ValueError(f"crop {self.size} is larger than the padded image {padded}; "
+                             "use a smaller size or more padding")
         if not self.training:  # centre crop of the padded image, no flip
             top = torch.full((n,), (h + 2 * self.padding - self.size[0]) // 2)
             left = torch.full((n,), (w + 2 * self.padding - self.size[1]) // 2)
@@ -236,7 +272,14 @@ def ten_crops(images: torch.Tensor, crop_size: int | tuple[int, int]) -> torch.T
     """
     from torchvision.transforms.v2 import functional as TF
 
-    size = [crop_size, crop_size] if isinstance(crop_size, int) else list(crop_size)
+    if not isinstance(images, torch.Tensor) or images.dim() not in (3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"images must be a tensor (N, C, H, W) or (C, H, W), got {shape}")
+    size = list(_size(crop_size, "crop_size"))
+    h, w = images.shape[-2:]
+    if size[0] > h or size[1] > w:
+        raise ValueError(f"crop_size {tuple(size)} is larger than the images ({h}, {w}); the ten crops must "
+                         f"fit inside the image: use crop_size <= {min(h, w)} or larger images")
     return torch.stack(TF.ten_crop(images, size))
 
 
@@ -251,6 +294,13 @@ def ten_crop_predict(model: nn.Module, images: torch.Tensor, crop_size: int | tu
     also the per-patch outputs ``(10, N, classes)``. The model is put in eval mode for the call and its
     mode restored afterwards. ``batch_size`` bounds how many patches go through the model at once.
     """
+    _module(model)
+    batch_size = optional_integer(batch_size, "batch_size", hint="patches per forward pass, e.g. 256")
+    boolean(softmax, "softmax")
+    boolean(return_all, "return_all")
+    if isinstance(images, torch.Tensor) and images.dim() != 4:
+        raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}; "
+                         "add a batch axis with images.unsqueeze(0)")
     crops = ten_crops(images, crop_size)                       # (10, N, C, h, w)
     flat = crops.flatten(0, 1)
     step = batch_size or len(flat)

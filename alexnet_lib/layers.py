@@ -19,13 +19,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import integer, number
+
 __all__ = ["LocalResponseNorm", "eval_mode", "torch_lrn_equivalent"]
+
+
+def _lrn_args(size, alpha, beta, k) -> tuple[int, float, float, float]:
+    """The paper's LRN constants, checked: n >= 1 channels, alpha >= 0, beta >= 0, k > 0 (k = 0 could
+    divide by zero)."""
+    return (integer(size, "size", hint="size is the number of adjacent channels summed, e.g. size=5"),
+            number(alpha, "alpha", minimum=0, hint="the paper uses alpha=1e-4"),
+            number(beta, "beta", minimum=0, hint="the paper uses beta=0.75"),
+            number(k, "k", minimum=0, min_open=True, hint="the paper uses k=2"))
 
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """``with eval_mode(model):`` runs the block with the model in eval mode (dropout off, BatchNorm on
     its running statistics) and restores its train/eval mode afterwards, also when the block raises."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {model!r:.80} ({type(model).__name__})")
     was_training = model.training
     model.eval()
     try:
@@ -41,9 +54,8 @@ class LocalResponseNorm(nn.Module):
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        size, alpha, beta, k = _lrn_args(size, alpha, beta, k)
         super().__init__()
-        if size < 1:
-            raise ValueError(f"LocalResponseNorm size must be >= 1 (got {size})")
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,4 +76,5 @@ class LocalResponseNorm(nn.Module):
 
 def torch_lrn_equivalent(size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0) -> nn.Module:
     """``torch.nn.LocalResponseNorm`` configured to compute the paper's formula (alpha multiplied by n)."""
+    size, alpha, beta, k = _lrn_args(size, alpha, beta, k)
     return nn.LocalResponseNorm(size=size, alpha=alpha * size, beta=beta, k=k)

@@ -21,12 +21,14 @@ gives 56 -> 27 -> 13 -> 6 after the three pools, so both sizes reach the 6x6x256
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from .arithmetic import InputTooSmallError, diagnose_input
+from .checks import boolean, choice, integer, number
 from .layers import LocalResponseNorm
 
 __all__ = [
@@ -50,22 +52,42 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
 }
 _NORMS = ("lrn", "batch", None)
+_POOLINGS = ("overlapping", "non-overlapping")  # z = 3, s = 2 (Section 3.4) / z = s = 2
+_INITS = ("paper", "kaiming", "torch")
+
+
+def _activation_name(name) -> str:
+    return choice(name, "activation", sorted(_ACTIVATIONS))
+
+
+def _dropout(p) -> float:
+    return number(p, "dropout", minimum=0, maximum=1, max_open=True,
+                  hint="dropout is the probability of zeroing a unit, e.g. dropout=0.5 (0 = off)")
+
+
+def _pooling(pooling) -> str:
+    if not isinstance(pooling, str) or pooling not in _POOLINGS:
+        raise ValueError(f"pooling must be 'overlapping' (3/2, the paper's Section 3.4) or 'non-overlapping' "
+                         f"(2/2), got {pooling!r}")
+    return pooling
+
+
+def _check_choices(norm, activation, pooling) -> None:
+    choice(norm, "norm", _NORMS)
+    _activation_name(activation)
+    _pooling(pooling)
 
 
 def make_activation(name: str) -> nn.Module:
     """A fresh activation module by name: 'relu', 'tanh', 'sigmoid' or 'leaky_relu'."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]()
+    return _ACTIVATIONS[_activation_name(name)]()
 
 
 def _pool(pooling: str) -> nn.Module:
     # Section 3.4: overlapping pooling, z = 3 and s = 2; the traditional non-overlapping one is z = s = 2.
-    if pooling == "overlapping":
+    if _pooling(pooling) == "overlapping":
         return nn.MaxPool2d(kernel_size=3, stride=2)
-    if pooling == "non-overlapping":
-        return nn.MaxPool2d(kernel_size=2, stride=2)
-    raise ValueError(f"pooling must be 'overlapping' (3/2) or 'non-overlapping' (2/2), got {pooling!r}")
+    return nn.MaxPool2d(kernel_size=2, stride=2)
 
 
 def _conv_block(
@@ -73,8 +95,7 @@ def _conv_block(
     norm: str | None, activation: str, lrn: bool,
 ) -> list[nn.Module]:
     """conv -> [BN] -> activation -> [LRN]: LRN follows the ReLU (Section 3.3), BN precedes it."""
-    if norm not in _NORMS:
-        raise ValueError(f"norm must be 'lrn', 'batch' or None, got {norm!r}")
+    choice(norm, "norm", _NORMS)
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, k, stride=stride, padding=padding, groups=groups)]
     if norm == "batch":
         layers.append(nn.BatchNorm2d(out_ch))
@@ -85,12 +106,36 @@ def _conv_block(
 
 
 class _Checked(nn.Module):
-    """Runs ``features`` then ``classifier``, turning shape failures into errors that explain them."""
+    """The base of every model here, and the contract a model must keep to be used with
+    :func:`~alexnet_lib.train.fit`, :func:`~alexnet_lib.train.evaluate`,
+    :func:`~alexnet_lib.arithmetic.layer_table` (and ``check_input_size``, ``receptive_fields``):
+
+    - ``features`` (``nn.Sequential``): the convolutional part; the arithmetic helpers trace its conv and
+      pool layers to predict sizes, receptive fields and which layer an input is too small for;
+    - ``classifier`` (``nn.Sequential``): the fully connected part, applied to ``features``' output;
+    - ``in_channels`` (int): channels of the input images (3 for RGB, 1 for grey), used to build probes
+      and to check batches;
+    - ``default_input_size`` (int): the square input size the model is built for (224 here, set again
+      only by models that differ); ``fit`` and ``evaluate`` resize images to it by default;
+    - ``suggestion`` (str): one sentence appended to input-size errors, saying what to do instead.
+
+    ``num_classes`` is kept too. ``forward`` runs ``features`` (``forward_features``) then ``classifier``,
+    turning shape failures into errors that explain them. Subclasses check their arguments and call
+    ``super().__init__(num_classes, in_channels)`` before building anything.
+    """
 
     features: nn.Sequential
     classifier: nn.Sequential
+    in_channels: int
+    num_classes: int
     default_input_size: int = 224
-    suggestion = "Resize the input to the model's default_input_size."
+    suggestion: str = "Resize the input to the model's default_input_size."
+
+    def __init__(self, num_classes: int, in_channels: int):
+        num_classes = integer(num_classes, "num_classes", hint="the number of classes to predict, e.g. 10")
+        in_channels = integer(in_channels, "in_channels", hint="image channels: 3 for RGB, 1 for grey")
+        super().__init__()
+        self.num_classes, self.in_channels = num_classes, in_channels
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -161,9 +206,10 @@ class AlexNet(_Checked):
         norm: str | None = "lrn", activation: str = "relu", dropout: float = 0.5,
         pooling: str = "overlapping", init: str = "paper",
     ):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.default_input_size = 224
+        towers, dropout = boolean(towers, "towers"), _dropout(dropout)
+        _check_choices(norm, activation, pooling)
+        choice(init, "init", _INITS)
+        super().__init__(num_classes, in_channels)
         g = 2 if towers else 1
         block = dict(norm=norm, activation=activation)
         self.features = nn.Sequential(
@@ -189,8 +235,6 @@ class AlexNet(_Checked):
             _init_paper(self, bias_one=(convs[1], convs[3], convs[4], fcs[0], fcs[1]))
         elif init == "kaiming":
             _init_kaiming(self)
-        elif init != "torch":
-            raise ValueError(f"init must be 'paper', 'kaiming' or 'torch', got {init!r}")
 
 
 class AlexNetTorchvision(_Checked):
@@ -202,9 +246,8 @@ class AlexNetTorchvision(_Checked):
     suggestion = "For 28-32 px images use get_model('alexnet_small')."
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, *, dropout: float = 0.5):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.default_input_size = 224
+        dropout = _dropout(dropout)
+        super().__init__(num_classes, in_channels)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
@@ -232,9 +275,8 @@ class AlexNetHalf(_Checked):
     suggestion = "For 28-32 px images use get_model('alexnet_small')."
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, *, dropout: float = 0.5):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.default_input_size = 224
+        dropout = _dropout(dropout)
+        super().__init__(num_classes, in_channels)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 48, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),                                   # 55 -> 27
@@ -262,9 +304,8 @@ class AlexNetD2L(_Checked):
     suggestion = "Resize 28 px images to 224 (d2l does), or use get_model('alexnet_small') at 28 px."
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, dropout: float = 0.5):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.default_input_size = 224
+        dropout = _dropout(dropout)
+        super().__init__(num_classes, in_channels)
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 96, kernel_size=11, stride=4, padding=1), nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),
@@ -293,6 +334,7 @@ class AlexNetSmall(_Checked):
     paper's LRN after conv1 and conv2.
     """
 
+    default_input_size = 32
     suggestion = "Use 28-32 px inputs."
 
     def __init__(
@@ -300,9 +342,12 @@ class AlexNetSmall(_Checked):
         activation: str = "relu", dropout: float = 0.5, hidden: int = 1024, pooling: str = "overlapping",
         width: float = 1.0,
     ):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.default_input_size = 32
+        _check_choices(norm, activation, pooling)
+        dropout = _dropout(dropout)
+        hidden = integer(hidden, "hidden", hint="units in each hidden FC layer, e.g. hidden=1024")
+        width = number(width, "width", minimum=0, min_open=True,
+                       hint="width multiplies the conv channels (64-192-384-256-256), e.g. width=0.5")
+        super().__init__(num_classes, in_channels)
         c1, c2, c3, c4, c5 = (max(8, round(c * width)) for c in (64, 192, 384, 256, 256))
         block = dict(norm=norm, activation=activation)
         self.features = nn.Sequential(
@@ -334,12 +379,12 @@ class LeNet5(_Checked):
     geometry of the original (28 -> 28 -> 14 -> 10 -> 5).
     """
 
+    default_input_size = 28
     suggestion = "Use 28x28 inputs (or 32x32 with padding=0 as in the original paper)."
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, *, modern: bool = False):
-        super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.default_input_size = 28
+        modern = boolean(modern, "modern")
+        super().__init__(num_classes, in_channels)
         act = (lambda: nn.ReLU(inplace=True)) if modern else nn.Sigmoid
         pool = (lambda: nn.MaxPool2d(2, 2)) if modern else (lambda: nn.AvgPool2d(2, 2))
         self.features = nn.Sequential(
@@ -370,12 +415,29 @@ def list_models() -> list[str]:
 
 
 def get_model(name: str, **kwargs) -> nn.Module:
-    """Build a model by name, e.g. ``get_model("alexnet", num_classes=10, towers=False)``."""
+    """Build a model by name, e.g. ``get_model("alexnet", num_classes=10, towers=False)``.
+
+    An unknown name is a ``ValueError`` listing the models; a keyword the model does not take is a
+    ``TypeError`` listing the ones it does.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a model name (str), got {name!r} ({type(name).__name__}); "
+                        f"choose one of {', '.join(MODELS)}")
     key = name.lower().replace("-", "_")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    accepted = [p for p in inspect.signature(MODELS[key]).parameters if p not in ("args", "kwargs")]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        names = ", ".join(map(repr, unknown))
+        raise TypeError(f"get_model({key!r}) got unknown keyword argument(s) {names}; "
+                        f"{key} accepts: {', '.join(accepted)}")
     return MODELS[key](**kwargs)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with ``requires_grad`` if ``trainable_only``)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {model!r:.80} ({type(model).__name__})")
+    boolean(trainable_only, "trainable_only")
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -147,3 +147,16 @@ def test_train_error_curve_runs_and_cycles():
     assert len(errors) == 6 and all(0.0 <= e <= 1.0 for e in errors)
     with pytest.raises(ValueError, match="no batch"):
         train_error_curve(model, [], steps=1, lr=0.1)
+
+
+def test_bad_arguments_are_refused_before_any_work():
+    with pytest.raises(ValueError, match="depth must be >= 1, got 0"):
+        deep_stack(depth=0)
+    with pytest.raises(ValueError, match="width must be >= 1, got 0"):
+        gradient_norms(width=0)
+    with pytest.raises(ValueError, match="init must be one of"):
+        deep_stack(init="orthogonal")  # checked before any layer is built
+    with pytest.raises(ValueError, match="activations must be one of the activations"):
+        plot_gradient_norms(["relu", "gelu"])
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        running_mean([0.5, 0.4], window=0)

@@ -171,3 +171,17 @@ def test_ten_crop_equals_manual_average():
     torch.testing.assert_close(probs, by_hand)
     torch.testing.assert_close(probs.sum(1), torch.ones(2))
     torch.testing.assert_close(ten_crop_predict(model, x, 8, batch_size=3), probs)
+
+
+def test_bad_augmentation_arguments_are_refused():
+    with pytest.raises(ValueError, match=r"crop_size \(40, 40\) is larger than the images \(32, 32\)"):
+        ten_crops(torch.zeros(2, 3, 32, 32), 40)
+    with pytest.raises(ValueError, match="std must be >= 0"):
+        FancyPCA(std=-0.1)
+    with pytest.raises(ValueError, match="flip_p must be <= 1"):
+        RandomCropFlip(28, flip_p=1.5)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        RandomCropFlip(28, padding=-2)
+    crop = RandomCropFlip(40).eval()  # eval mode used to return garbage offsets for a too-large crop
+    with pytest.raises(ValueError, match=r"crop \(40, 40\) is larger than the padded image \(32, 32\)"):
+        crop(torch.zeros(1, 3, 32, 32))

@@ -232,3 +232,123 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "only_train" / "train" / "a").mkdir(parents=True)
     with pytest.raises(DatasetNotFoundError, match="'val' folder"):
         image_folder_loader(tmp_path / "only_train", train=False)
+
+
+# --- damaged files, bad ImageData, image-folder layouts -------------------------------------------------
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_truncated_mnist_file_is_named_with_the_fix(tmp_path, download):
+    write_mnist(tmp_path, n_train=30, n_test=10)
+    damaged = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    damaged.write_bytes(damaged.read_bytes()[:1000])  # an interrupted copy
+    with pytest.raises(D.DatasetCorruptError) as info:
+        load_dataset("mnist", True, root=tmp_path, download=download)
+    msg = str(info.value)
+    assert str(damaged) in msg and "corrupt or truncated" in msg and "1000 bytes" in msg
+    assert "Delete it and run again" in msg and "not found" not in msg
+    assert isinstance(info.value, DatasetNotFoundError)  # handled wherever a missing dataset is
+    damaged.unlink()  # following the advice: now the file is missing (and downloading would fetch it)
+    with pytest.raises(DatasetNotFoundError, match="not found") as info:
+        load_dataset("mnist", True, root=tmp_path, download=False)
+    assert not isinstance(info.value, D.DatasetCorruptError)
+    write_mnist(tmp_path, n_train=30, n_test=10)  # what the download puts back
+    assert len(load_dataset("mnist", True, root=tmp_path, download=False)) == 30
+
+
+def test_truncated_fashion_mnist_copy_is_re_extracted_after_deleting(fashion_root, tmp_path):
+    root = tmp_path / "data"
+    load_dataset("fashion-mnist", False, root=root, download=False)  # extracts from the system copy
+    damaged = root / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    damaged.write_bytes(damaged.read_bytes()[:5000])
+    with pytest.raises(D.DatasetCorruptError, match="re-extracted from the system copy") as info:
+        load_dataset("fashion-mnist", False, root=root, download=False)
+    assert str(damaged) in str(info.value)
+    damaged.unlink()
+    assert len(load_dataset("fashion-mnist", False, root=root, download=False)) == 10000
+
+
+def test_truncated_cifar_pickle_is_named(tmp_path, cifar_files_trusted):
+    write_cifar10(tmp_path, per_batch=20)
+    damaged = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    with pytest.raises(D.DatasetCorruptError, match="cannot be unpickled") as info:
+        load_dataset("cifar10", True, root=tmp_path, download=False)
+    assert str(damaged) in str(info.value) and "data_batch_1" not in str(info.value)
+
+
+def test_image_data_refuses_labels_outside_the_classes_and_empty_data():
+    images = torch.zeros(4, 1, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"0\.\.2 \(3 classes\), but 2 label\(s\) are not: 3, 7"):
+        ImageData(images, torch.tensor([0, 3, 7, 1]), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="empty"):
+        ImageData(images[:0], torch.zeros(0, dtype=torch.int64), ["a"])
+    with pytest.raises(ValueError, match="mean has 2 values but the images have 1 channel"):
+        ImageData(images, torch.zeros(4, dtype=torch.int64), ["a"], mean=(0.5, 0.5))
+    with pytest.raises(ValueError, match=r"std\[0\] must be > 0"):
+        ImageData(images, torch.zeros(4, dtype=torch.int64), ["a"], std=(0.0,))
+    with pytest.raises(TypeError, match="labels must be integer class indices"):
+        ImageData(images, torch.zeros(4), ["a"])
+
+
+def test_subset_refuses_non_positive_sizes():
+    data = make_image_data(64)
+    with pytest.raises(ValueError, match="n must be >= 1, got -5"):
+        data.subset(-5)
+    with pytest.raises(TypeError, match="n must be an integer, got 0.5"):
+        data.subset(0.5)
+    assert len(data.subset(5)) == 5 and data.subset(100) is data
+
+
+def _save(path: Path, colour: int = 0, fmt: str = "PNG"):
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((20, 20, 3), dtype=np.uint8)
+    pixels[..., colour] = 255
+    Image.fromarray(pixels).save(path, fmt)
+
+
+def test_val_classes_are_aligned_with_train_by_name(tmp_path):
+    root = tmp_path / "farm"
+    for i, name in enumerate(["bee", "cow", "hen"]):
+        _save(root / "train" / name / "0.png", i)
+        _save(root / "train" / name / "1.jpg", i, "JPEG")
+    _save(root / "val" / "cow" / "0.png", 1)  # val lacks 'bee' and 'hen'
+    _save(root / "val" / "hen" / "0.jpg", 2, "JPEG")
+    kw = dict(image_size=16, batch_size=4, num_workers=0)
+    val = image_folder_loader(root, False, **kw)
+    assert val.classes == val.dataset.classes == ["bee", "cow", "hen"]
+    _, y = next(iter(val))
+    assert y.tolist() == [1, 2]  # train's indices of 'cow' and 'hen', not 0 and 1
+    assert D.image_folder_classes(root) == ["bee", "cow", "hen"]
+    _save(root / "val" / "owl" / "0.png")
+    with pytest.raises(ValueError, match="class folder\\(s\\) 'owl' that .*train does not have"):
+        image_folder_loader(root, False, **kw)
+
+
+def test_a_folder_without_train_and_val_is_refused_with_the_layout(tmp_path):
+    _save(tmp_path / "flat" / "cat" / "0.png")  # classes directly under the root: no held-out images
+    for call in (lambda: image_folder_loader(tmp_path / "flat", True, num_workers=0),
+                 lambda: image_folder_loader(tmp_path / "flat", False, num_workers=0),
+                 lambda: D.image_folder_classes(tmp_path / "flat")):
+        layout = r"no train/ and no val/ folder.*/train/<class>/\*\.jpg"
+        with pytest.raises(DatasetNotFoundError, match=layout):
+            call()
+
+
+def test_corrupt_images_are_named_or_skipped(tmp_path):
+    root = write_image_folder(tmp_path / "tiny")
+    truncated = root / "train" / "dog" / "1.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    not_an_image = root / "train" / "fox" / "2.png"
+    not_an_image.write_bytes(b"not a png")
+    kw = dict(image_size=16, batch_size=32, num_workers=0)
+    with pytest.raises(D.CorruptImageError, match=r"cannot read image .*(1\.jpg|2\.png).*skip_corrupt=True"):
+        list(image_folder_loader(root, True, **kw))
+    with pytest.warns(UserWarning, match=r"skipped 2 corrupt or truncated image\(s\) of 18 in .*train") as w:
+        loader = image_folder_loader(root, True, skip_corrupt=True, **kw)
+    assert len(w) == 1 and str(truncated) in str(w[0].message) and str(not_an_image) in str(w[0].message)
+    assert sorted(loader.skipped) == sorted([str(truncated), str(not_an_image)])
+    assert len(loader.dataset) == 16 and sum(len(y) for _, y in loader) == 16

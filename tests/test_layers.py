@@ -58,3 +58,15 @@ def test_eval_mode_restores_the_mode_even_on_error():
     with pytest.raises(RuntimeError), eval_mode(model):
         raise RuntimeError("boom")
     assert model.training
+
+
+def test_lrn_constants_are_checked():
+    from alexnet_lib.layers import torch_lrn_equivalent
+
+    for kwargs, match in [(dict(size=0), "size must be >= 1"), (dict(alpha=-1e-4), "alpha must be >= 0"),
+                          (dict(beta=-0.75), "beta must be >= 0"), (dict(k=0), "k must be > 0")]:
+        for make in (LocalResponseNorm, torch_lrn_equivalent):
+            with pytest.raises(ValueError, match=match):
+                make(**kwargs)
+    with pytest.raises(TypeError, match="size must be an integer"):
+        LocalResponseNorm(size=2.5)

@@ -146,3 +146,31 @@ def test_torchsummary_works(name, capsys):
 
 def test_lrn_module_in_models_is_the_paper_formula():
     assert isinstance(get_model("alexnet_small", norm="lrn").features[2], LocalResponseNorm)
+
+
+def test_model_contract_is_declared_once_in_the_base_class():
+    from alexnet_lib.models import _Checked
+
+    for attr in ("features", "classifier", "in_channels", "default_input_size", "suggestion"):
+        assert attr in _Checked.__annotations__ and attr in _Checked.__doc__
+    expected = {"alexnet": 224, "alexnet_torchvision": 224, "alexnet_half": 224, "alexnet_d2l": 224,
+                "alexnet_small": 32, "lenet5": 28}
+    for name, size in expected.items():
+        model = get_model(name)
+        assert isinstance(model, _Checked) and model.default_input_size == size
+        assert isinstance(model.features, nn.Sequential) and isinstance(model.classifier, nn.Sequential)
+        assert "default_input_size" not in vars(model)  # not set again per instance
+    overrides = [cls.__name__ for cls in _Checked.__subclasses__() if "default_input_size" in vars(cls)]
+    assert sorted(overrides) == ["AlexNetSmall", "LeNet5"]  # only where it differs from 224
+
+
+def test_bad_model_options_are_refused_before_building():
+    with pytest.raises(ValueError, match="num_classes must be >= 1, got 0"):
+        get_model("alexnet", num_classes=0)
+    with pytest.raises(TypeError, match="modern must be True or False, got 'maybe'"):
+        get_model("lenet5", modern="maybe")
+    with pytest.raises(TypeError, match=r"unknown keyword argument\(s\) 'tower'.*towers"):
+        get_model("alexnet", tower=False)
+    with pytest.raises(ValueError, match="width must be > 0"):
+        get_model("alexnet_small", width=-1)
+    assert get_model("alexnet", dropout=0).classifier[3].p == 0.0
