@@ -211,7 +211,12 @@ def _run_dir(args, model_key: str, data_label: str) -> Path:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise _BadInput("argument --out: required with torchrun, so that every process uses the same run "
                         "directory")
-    return RUNS / f"{model_key}-{data_label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    out = base = RUNS / f"{model_key}-{data_label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    n = 1
+    while out.exists():  # a second run in the same second from the same process (main() called twice)
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 # --- commands ----------------------------------------------------------------------------------------
