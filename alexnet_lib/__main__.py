@@ -19,12 +19,13 @@ Examples::
 The run directory (``--out``; default ``runs/MODEL-DATA-YYYYmmdd-HHMMSS-PID``, printed at the start)
 receives ``checkpoint.pt`` after every epoch and every ``--checkpoint-every`` steps, and ``history.json``.
 A directory that holds a checkpoint is never replaced silently: ``--resume`` continues it, ``--overwrite``
-starts it over. Ctrl-C or SIGTERM (a preempted job) saves a checkpoint first; the same command with
-``--resume`` then continues to the same weights as a run that was never interrupted (same ``--seed``).
+starts it over. Ctrl-C or SIGTERM (a preempted job) saves a checkpoint first; a crash or ``kill -9``
+loses the steps since the last one. The same command with ``--resume`` then continues to the same
+weights as a run that was never interrupted (same ``--seed``, same machine).
 
-Exit status: 0 done; 2 bad input (one line that names the flag; nothing was started); 1 the loss
-diverged or the disk is full; 128 + the signal number (130 Ctrl-C, 143 SIGTERM) after an interruption
-saved a checkpoint.
+Exit status: 0 done; 2 bad input (one line that names the flag or the file; flags are all checked before
+any work starts); 1 the loss diverged, or a checkpoint could not be written (full disk, no permission);
+128 + the signal number (130 Ctrl-C, 143 SIGTERM) after an interruption saved a checkpoint.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ DATA_KEYS = ("num_classes", "in_channels")
 # the data is loaded.
 DATA_SHAPES = {"fashion-mnist": (1, 10), "mnist": (1, 10), "cifar10": (3, 10)}
 RUNS = Path("runs")
+# OSErrors of a run directory that cannot be written: one line and exit 1, not a traceback
+WRITE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EACCES, errno.EPERM, errno.EROFS,
+                errno.ENOENT, errno.ENOTDIR}
 PROG = "python -m alexnet_lib"
 
 
@@ -201,21 +205,28 @@ def _run_dir(args, model_key: str, data_label: str) -> Path:
             check_run_dir(out, resume=args.resume, overwrite=args.overwrite, name=CHECKPOINT)
         except (RunExistsError, NotADirectoryError) as exc:
             raise _BadInput(f"argument --out: {exc}") from None
-        return out
-    if args.resume:
+    elif args.resume:
         runs = sorted(str(p) for p in RUNS.glob(f"{model_key}-{data_label}*") if (p / CHECKPOINT).exists())
-        found = (f"runs of {model_key} on {data_label}: {', '.join(runs[-5:])}"
-                 + (f" (and {len(runs) - 5} older)" if len(runs) > 5 else "") if runs
-                 else f"no run of {model_key} on {data_label} under {RUNS}/")
+        found = f"no run of {model_key} on {data_label} under {RUNS}/"
+        if runs:
+            older = f" (and {len(runs) - 5} older)" if len(runs) > 5 else ""
+            found = f"runs of {model_key} on {data_label}: {', '.join(runs[-5:])}{older}"
         raise _BadInput(f"argument --resume: needs --out, the run directory to continue; {found}")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+    elif int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise _BadInput("argument --out: required with torchrun, so that every process uses the same run "
                         "directory")
-    out = base = RUNS / f"{model_key}-{data_label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    n = 1
-    while out.exists():  # a second run in the same second from the same process (main() called twice)
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
+    else:
+        out = base = RUNS / f"{model_key}-{data_label}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        n = 1
+        while out.exists():  # a second run in the same second from the same process (main() called twice)
+            n += 1
+            out = base.with_name(f"{base.name}-{n}")
+    # the first save comes after an epoch (or --checkpoint-every steps): find out now that it cannot work
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise _BadInput(f"argument --out: cannot create or write {out}: {parent} is not a writable directory")
     return out
 
 
@@ -342,10 +353,12 @@ def _cmd_train(args) -> int:
     except TrainingDivergedError as exc:
         _say_error(exc)
         return 1
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except OSError as exc:  # writing the run directory failed: the message names the file
+        if exc.errno not in WRITE_ERRORS:
             raise
-        _say_error(f"{exc}; then continue with --resume --out {out}")
+        last = f"; then continue from the last checkpoint with --resume --out {out}" \
+            if (out / CHECKPOINT).exists() else ""
+        _say_error(f"{exc}{last}")
         return 1
     finally:
         import torch.distributed as dist

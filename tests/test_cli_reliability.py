@@ -123,6 +123,7 @@ def _bad_command_lines(tmp: Path) -> list[tuple[list[str], str]]:
         (LENET + ["--resume"], "--resume"),  # without --out
         (LENET + ["--resume", "--overwrite", "--out", str(tmp / "done")], "--overwrite"),
         (LENET + ["--out", str(tmp / "a_file")], "--out"),
+        (LENET + ["--out", str(tmp / "a_file" / "run")], "--out"),  # cannot be created
         (LENET + ["--out", str(tmp / "done")], "--out"),  # holds a run: neither --resume nor --overwrite
         (LENET + ["--skip-corrupt"], "--skip-corrupt"),  # not an image folder
         (["train", "--model", "lenet5", "--data", str(tmp / "empty"), "--epochs", "1"], "--data"),
