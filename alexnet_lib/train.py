@@ -279,6 +279,8 @@ def evaluate(model: nn.Module, data, device=None, topk=None, batch_size: int = 5
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_data(data, "data")
     checks.choice(precision, "precision", PRECISIONS)
+    checks.integer(batch_size, "batch_size"), checks.optional_integer(image_size, "image_size")
+    _optional_bool(channels_last, "channels_last")
     max_batches = checks.optional_integer(max_batches, "max_batches")
     ks = _topk(topk, data.num_classes if isinstance(data, ImageData) else None)
     device = select_device(device) if device is not None else model_device(model)
@@ -437,6 +439,7 @@ class _Epoch:
     logged: int = 0  # steps checked for NaN/inf and shown on the bar
     step_lrs: list = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)  # when the epoch started (less earlier sessions)
+    last_batch: torch.Tensor | None = None  # to check the model's outputs before a save (not saved)
 
     @classmethod
     def start(cls, epoch: int, run: _Run) -> _Epoch:
@@ -456,14 +459,14 @@ class _Epoch:
 
 # --- checkpoints -----------------------------------------------------------------------------------
 
-def _save_state(run: _Run, ep: _Epoch | None) -> Path | None:
-    """Check that the weights are finite, then (with out_dir, on rank 0) write the whole state: at the
-    end of an epoch (``ep`` None) or in the middle of ``ep``. Raises TrainingDivergedError instead of
-    writing a broken state over the last good one."""
+def _save_state(run: _Run, ep: _Epoch, mid_epoch: bool) -> Path | None:
+    """Check the state, then (with out_dir, on rank 0) write it: at the end of an epoch or in the middle
+    of ``ep``. Raises TrainingDivergedError instead of writing a broken state over the last good one."""
     epochs_done = len(run.history)
-    if not checkpoint.all_finite(run.model):
-        epoch, step = (epochs_done, None) if ep is None else (ep.epoch + 1, ep.step)
-        raise _diverged(run, "the weights became NaN or infinite", epoch, step, run.opt.param_groups[0]["lr"])
+    what = _broken(run, ep.last_batch)
+    if what:
+        epoch, step = (ep.epoch + 1, ep.step) if mid_epoch else (epochs_done, None)
+        raise _diverged(run, what, epoch, step, run.opt.param_groups[0]["lr"])
     if run.ckpt_path is None:
         return None
     if run.rank == 0:
@@ -473,13 +476,31 @@ def _save_state(run: _Run, ep: _Epoch | None) -> Path | None:
             optimizer=run.opt.state_dict(), scheduler=sched.state_dict() if sched is not None else None,
             scaler=scaler.state_dict() if scaler.is_enabled() else None, rng=checkpoint.rng_state(),
             config=asdict(run.cfg), history=run.history.to_dict(), epoch=epochs_done,
-            steps=run.steps, progress=None if ep is None else ep.to_state()))
-        if ep is None:
+            steps=run.steps, progress=ep.to_state() if mid_epoch else None))
+        if not mid_epoch:
             run.history.save(run.out_dir / HISTORY)
-    where = (f"end of epoch {epochs_done}" if ep is None else
-             f"epoch {ep.epoch + 1}, step {ep.step}/{run.steps}")
+    where = (f"epoch {ep.epoch + 1}, step {ep.step}/{run.steps}" if mid_epoch else
+             f"end of epoch {epochs_done}")
     run.last_good = (run.ckpt_path, where)
     return run.ckpt_path
+
+
+def _broken(run: _Run, batch: torch.Tensor | None) -> str | None:
+    """What is wrong with the model, or None: non-finite weights, or finite weights so large (say 1e29,
+    after one wild update) that its outputs on the last training batch are not finite (eval mode: no
+    RNG draws, no BatchNorm updates, so a resumed run stays bitwise the same)."""
+    if not checkpoint.all_finite(run.model):
+        return "the weights became NaN or infinite"
+    bad = torch.zeros((), device=run.device)
+    if batch is not None:
+        with torch.no_grad(), eval_mode(run.model), autocast(run.device, run.amp):
+            bad += ~torch.isfinite(run.model(batch)).all()
+    if run.world > 1:  # each rank looked at its own batch: all must agree
+        dist.all_reduce(bad)
+    if bad:
+        big = max(p.detach().abs().max().item() for p in run.model.parameters())
+        return f"the model's outputs became NaN or infinite (weights up to {big:.3g})"
+    return None
 
 
 def _load_state(run: _Run, path: Path) -> _Epoch | None:
@@ -585,7 +606,7 @@ class _StopSignals:
 def _interrupted(run: _Run, ep: _Epoch) -> TrainingInterrupted:
     """Save the state of the epoch in progress (with out_dir) and say where."""
     sig = run.stop.signal or signal.SIGTERM  # under DDP another rank may have received it
-    path = _save_state(run, ep) if run.ckpt_path is not None else None
+    path = _save_state(run, ep, mid_epoch=True) if run.ckpt_path is not None else None
     where = f"after step {ep.step}/{run.steps} of epoch {ep.epoch + 1}/{run.cfg.epochs}"
     then = f"saved {path}; continue with resume=True (--resume)." if path else "nothing saved (out_dir=None)."
     return TrainingInterrupted(f"{sig.name} received: training stopped {where}; {then}", signal=sig,
@@ -617,11 +638,9 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
     run.net.train()
     bar = tqdm(total=run.steps, initial=ep.step, desc=f"epoch {ep.epoch + 1}/{cfg.epochs}", leave=False,
                disable=not (cfg.progress and run.rank == 0))
-    batches = _epoch_batches(run.train_loader, ep.epoch, ep.step)
+    batches = itertools.islice(_epoch_batches(run.train_loader, ep.epoch, ep.step), run.steps - ep.step)
     try:
         for step, (x, y) in enumerate(batches, start=ep.step):
-            if step >= run.steps:
-                break
             x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
             if run.convert_layout and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -638,7 +657,7 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
             ep.losses[step] = loss.detach()
             ep.loss_sum += loss.detach() * len(y)
             ep.correct += (logits.argmax(1) == y).sum()
-            ep.seen, ep.step = ep.seen + len(y), step + 1
+            ep.seen, ep.step, ep.last_batch = ep.seen + len(y), step + 1, x
             # host sync: every log_every steps, at the end, before a checkpoint, on a signal
             due = (every is not None and run.ckpt_path is not None and ep.step < run.steps
                    and (len(run.history.step_loss) + ep.step) % every == 0)
@@ -648,7 +667,7 @@ def _train_epoch(run: _Run, ep: _Epoch) -> None:
             if stop:
                 raise _interrupted(run, ep)
             if due:
-                _save_state(run, ep)
+                _save_state(run, ep, mid_epoch=True)
     finally:
         bar.close()
 
@@ -706,7 +725,7 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
         getattr(h, key).append(value)
     h.step_loss += ep.losses[:ep.step].tolist()
     h.step_lr += ep.step_lrs
-    _save_state(run, None)
+    _save_state(run, ep, mid_epoch=False)
     if run.verbose:
         print(h.epoch_line(), flush=True)
     for callback in run.callbacks:
