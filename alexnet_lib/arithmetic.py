@@ -248,10 +248,12 @@ def receptive_fields(model: nn.Module, input_size: int) -> list[ReceptiveField]:
 
 # --- counting FLOPs -----------------------------------------------------------------------------------
 
-def _probe(model: nn.Module, input_size, in_channels, batch: int = 1) -> torch.Tensor:
-    """A zero batch for ``model`` on its own device, after checking the arguments and the input size."""
+def _probe(model: nn.Module, input_size, in_channels, *, batch: int = 1,
+           name: str = "input_size") -> torch.Tensor:
+    """A zero batch for ``model`` on its own device, after checking the arguments (``name``: what the
+    caller calls ``input_size``) and that the input does not collapse inside the model."""
     _module(model)
-    h, w = _size(input_size, "image_size" if batch > 1 else "input_size")
+    h, w = _size(input_size, name)
     in_channels = optional_integer(in_channels, "in_channels", hint="e.g. in_channels=3 (RGB) or 1 (grey)")
     in_channels = in_channels or getattr(model, "in_channels", 3)
     check_input_size(model, (h, w))
@@ -277,7 +279,7 @@ def forward_flops(model: nn.Module, image_size: int | tuple[int, int],
     Counts convolutions and matrix multiplications (what dominates AlexNet); element-wise layers
     (ReLU, pooling, normalisation) are left out. ``in_channels`` defaults to ``model.in_channels``.
     """
-    x = _probe(model, image_size, in_channels, batch=2)
+    x = _probe(model, image_size, in_channels, batch=2, name="image_size")
     return _count_flops(model, x).get("Global", 0) / len(x)
 
 

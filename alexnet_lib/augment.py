@@ -101,7 +101,8 @@ def rgb_pca(images: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor
         elif img.dim() in (3, 4) and img.shape[-3] == 3:
             pixels.append(img.movedim(-3, -1).reshape(-1, 3))
         else:
-            raise ValueError(f"expected (N, 3, H, W), (3, H, W) or (P, 3) RGB data, got {tuple(img.shape)}")
+            raise ValueError(f"images must be RGB data of shape (N, 3, H, W), (3, H, W) or (P, 3), got "
+                             f"{tuple(img.shape)}")
     device = pixels[0].device
     x = torch.cat([p.to(device=device, dtype=torch.float64) for p in pixels])
     if len(x) < 2:

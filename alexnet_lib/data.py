@@ -98,6 +98,8 @@ def _stats(mean, std, channels: int, where: str = "") -> tuple[tuple[float, ...]
     for name, values in (("mean", mean), ("std", std)):
         if isinstance(values, numbers.Real) and not isinstance(values, bool):
             values = (values,)
+        elif hasattr(values, "tolist") and hasattr(values, "reshape"):  # a tensor or numpy array
+            values = tuple(values.reshape(-1).tolist())
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise TypeError(f"{name} must be a sequence of numbers, one per channel, got {values!r:.80}; "
                             f"e.g. {name}={(0.5,) * channels}")
