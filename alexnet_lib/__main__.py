@@ -281,12 +281,12 @@ def _load_data(args, folder: Path | None, data_name: str | None, size: int):
     return train, test, f"{len(train)} train / {len(test)} test images"
 
 
-def _cmd_train(args) -> int:
-    from .data import image_folder_classes, resolve_name
+def _check_train_flags(args) -> tuple[str, dict, Path | None, str | None, str, Path]:
+    """Every flag of ``train``, before any work: (model key, model keywords, image folder or None, dataset
+    name or None, data label, run directory)."""
+    from .data import resolve_name
     from .device import select_device
-    from .train import CHECKPOINT, TrainingDivergedError, TrainingInterrupted, fit, seed_everything
 
-    # 1. every flag, before any work: ranges, model name and keywords, data, device, run directory
     _check_ranges(args)
     model_key = _check_model_name(args.model)
     model_kw = _model_kwargs(args.model_arg)
@@ -306,9 +306,15 @@ def _cmd_train(args) -> int:
     except ValueError as exc:
         raise _BadInput(f"argument --device: {exc}") from None
     label = data_name or folder.resolve().name
-    out = _run_dir(args, model_key, label)
+    return model_key, model_kw, folder, data_name, label, _run_dir(args, model_key, label)
 
-    # 2. the model, from the seed (so that two runs with the same --seed start from the same weights)
+
+def _seeded_model(args, model_key: str, model_kw: dict, folder: Path | None, data_name: str | None):
+    """(model, input size, classes): the model for the data, built after seeding (so that two runs with
+    the same --seed start from the same weights), and checked to take the input size."""
+    from .data import image_folder_classes
+    from .train import seed_everything
+
     if folder is None:
         in_channels, n_classes = DATA_SHAPES[data_name]
     else:
@@ -323,6 +329,16 @@ def _cmd_train(args) -> int:
     model = _build_model(model_key, model_kw, in_channels=in_channels, num_classes=n_classes)
     size = args.image_size or getattr(model, "default_input_size", 224)
     _check_fits(model, size, "--image-size")
+    return model, size, n_classes
+
+
+def _cmd_train(args) -> int:
+    from .train import CHECKPOINT, TrainingDivergedError, TrainingInterrupted, fit
+
+    # 1. every flag, before any work: ranges, model name and keywords, data, device, run directory
+    model_key, model_kw, folder, data_name, label, out = _check_train_flags(args)
+    # 2. the model, from the seed
+    model, size, n_classes = _seeded_model(args, model_key, model_kw, folder, data_name)
 
     # 3. the data
     say = print if int(os.environ.get("RANK", 0)) == 0 else (lambda *a, **k: None)
@@ -413,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     # what the library refuses (its messages name the argument): bad input too
     except (ValueError, TypeError, DatasetNotFoundError) as exc:
         _say_error(exc, args.command)
-    except KeyboardInterrupt:  # before training started: nothing to save
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: nothing saved
         _say_error("interrupted", args.command)
         return 128 + signal.SIGINT
     raise SystemExit(2)
