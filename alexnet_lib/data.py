@@ -448,8 +448,8 @@ class DeviceLoader:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Shuffle for ``epoch``; iteration starts at batch ``start_batch`` (a resumed epoch: the skipped
-        batches are neither built nor augmented)."""
+        """Shuffle for ``epoch``; the next pass starts at batch ``start_batch`` (a resumed epoch: the
+        skipped batches are neither built nor augmented)."""
         self.epoch = integer(epoch, "epoch", minimum=0, hint="epochs count from 0")
         self.start_batch = integer(start_batch, "start_batch", minimum=0, hint="batches count from 0")
 
@@ -483,8 +483,8 @@ class DeviceLoader:
         return x
 
     def __iter__(self):
-        order = self._order()
-        for b in range(self.start_batch, len(self)):
+        order, start, self.start_batch = self._order(), self.start_batch, 0
+        for b in range(start, len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield self.transform(self.images[idx]), self.labels[idx]
 
@@ -506,8 +506,9 @@ class _EpochDataLoader(torch.utils.data.DataLoader):
         self.generator.manual_seed(self._seed * 1_000_003 + epoch)
         self._start_batch = int(start_batch)
 
-    def __iter__(self):  # a resumed epoch skips its first batches (loaded, then dropped)
-        return itertools.islice(super().__iter__(), getattr(self, "_start_batch", 0), None)
+    def __iter__(self):  # the next pass after set_epoch(e, k) skips k batches (loaded, then dropped)
+        start, self._start_batch = getattr(self, "_start_batch", 0), 0
+        return itertools.islice(super().__iter__(), start, None)
 
 
 _SPLITS = {"train": ("train",), "val": ("val", "validation", "test")}

@@ -407,12 +407,15 @@ def _setup(model, train_data, test_data, cfg: FitConfig, device, augment, out_di
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                   else None)
-    run = _Run(cfg, model, net, device, amp, rank, world, train_loader, test_loader, steps,
-               cfg.log_every or (1 if device.type == "cpu" else 25),
-               channels_last and not getattr(train_loader, "channels_last", False), opt, sched,
-               sched_per_step, scaler, nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), out_dir,
-               out_dir / CHECKPOINT if out_dir is not None else None, History(),
-               callbacks, (cfg.progress if cfg.verbose is None else cfg.verbose) and rank == 0)
+    run = _Run(cfg=cfg, model=model, net=net, device=device, amp=amp, rank=rank, world=world,
+               train_loader=train_loader, test_loader=test_loader, steps=steps,
+               log_every=cfg.log_every or (1 if device.type == "cpu" else 25),
+               convert_layout=channels_last and not getattr(train_loader, "channels_last", False),
+               opt=opt, sched=sched, sched_per_step=sched_per_step, scaler=scaler,
+               loss_fn=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing), out_dir=out_dir,
+               ckpt_path=out_dir / CHECKPOINT if out_dir is not None else None, history=History(),
+               callbacks=callbacks,
+               verbose=(cfg.progress if cfg.verbose is None else cfg.verbose) and rank == 0)
     run.history.config = _config_dict(run)
     return run
 
@@ -508,9 +511,11 @@ def _load_state(run: _Run, path: Path) -> _Epoch | None:
     a checkpoint is a CheckpointError and runs no code); returns the state of an unfinished epoch."""
     ck = checkpoint.load_checkpoint(path)
     keys = {"model", "model_class", "optimizer", "scheduler", "rng", "config", "history", "epoch"}
-    missing = keys - set(ck) if isinstance(ck, dict) else keys
-    if missing:
-        raise checkpoint.CheckpointError(f"{path} is not a checkpoint of fit (no {sorted(missing)})")
+    missing = keys - set(ck)
+    if missing or not all(isinstance(ck[k], dict) for k in ("model", "config", "history", "rng")):
+        raise checkpoint.CheckpointError(f"{path} is a checkpoint, but not one written by fit (missing or "
+                                         f"malformed: {sorted(missing) or 'model/config/history/rng'}); "
+                                         "use another out_dir, or overwrite=True to start over")
     _check_same_model(path, run.model, ck)
     cfg, old = run.cfg, ck["config"]
     if cfg.schedule in ("onecycle", "cosine") and cfg.epochs > old["epochs"]:
@@ -700,6 +705,8 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
     """All-reduce the epoch's sums, evaluate, check, step the schedule, record the history row, save a
     checkpoint, print a line, call the callbacks."""
     cfg, h = run.cfg, run.history
+    if ep.step == 0:
+        raise ValueError("train_data yielded no batches this epoch (its len() promised some)")
     sums = torch.stack([ep.loss_sum.double(), ep.correct.double(),
                         torch.tensor(ep.seen, device=run.device, dtype=torch.float64)])
     if run.world > 1:
@@ -734,7 +741,8 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
 
 # --- fit -------------------------------------------------------------------------------------------
 
-def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, on_epoch_end):
+def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite, checkpoint_every,
+                      on_epoch_end):
     """The arguments of fit that are not settings; returns the callbacks as a tuple."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -748,6 +756,8 @@ def _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, ov
     checks.boolean(resume, "resume"), checks.boolean(overwrite, "overwrite")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where the checkpoint is)")
+    if checkpoint_every is not None and out_dir is None:
+        raise ValueError(f"checkpoint_every={checkpoint_every} needs out_dir (where to save the checkpoints)")
     if resume and overwrite:
         raise ValueError("resume=True continues the run in out_dir, overwrite=True starts it over: pass one")
     callbacks = on_epoch_end if isinstance(on_epoch_end, (list, tuple)) else (on_epoch_end,)
@@ -793,7 +803,7 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                     max_steps_per_epoch=max_steps_per_epoch, log_every=log_every,
                     checkpoint_every=checkpoint_every, device=device, progress=progress, verbose=verbose)
     callbacks = _check_fit_inputs(model, train_data, test_data, augment, out_dir, resume, overwrite,
-                                  on_epoch_end)
+                                  cfg.checkpoint_every, on_epoch_end)
     device = select_device(device)
     if out_dir is not None:
         checkpoint.check_run_dir(out_dir, resume=resume, overwrite=overwrite)
@@ -808,6 +818,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
                 print(f"{run.ckpt_path}: already trained for {len(run.history)} epochs (asked for "
                       f"{cfg.epochs}); nothing to do.")
             return run.history
+        if run.verbose:
+            print(f"resuming {run.ckpt_path} ({run.last_good[1]})", flush=True)
 
     # --- train: epochs of steps, each followed by its bookkeeping ---
     with _StopSignals() as run.stop:

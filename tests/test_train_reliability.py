@@ -201,7 +201,7 @@ def test_full_disk_and_stale_temp_files(tmp_path, monkeypatch):
 
 
 SIGTERM_SCRIPT = textwrap.dedent("""
-    import json, signal, sys, time, torch
+    import json, os, signal, sys, time, torch
     sys.path.insert(0, sys.argv[3])
     from conftest import TinyCNN, make_image_data
     from alexnet_lib.train import TrainingInterrupted, fit, seed_everything
@@ -210,28 +210,31 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     data = make_image_data(n=400, size=28, classes=10, seed=0), make_image_data(n=100, size=28, seed=1)
     kw = dict(epochs=2, batch_size=50, lr=0.02, schedule="cosine", device="cpu", progress=False)
 
-    def slow(x):  # gives the parent time to signal in the middle of the run
-        slow.calls += 1
-        if slow.calls == 3:
+    def wait(x):  # building batch 3: wait (at most 10 s) until the parent has sent its signal
+        wait.calls += 1
+        if wait.calls == 3 and mode == "run":
             print("ready", flush=True)
-        time.sleep(0.05)
+            for _ in range(1000):
+                if os.path.exists(out + "/sent"):
+                    break
+                time.sleep(0.01)
         return x
-    slow.calls = 0
+    wait.calls = 0
 
     seed_everything(0)
     if mode == "run":
         try:
-            fit(TinyCNN(), *data, out_dir=out + "/run", augment=slow, **kw)
+            fit(TinyCNN(), *data, out_dir=out + "/run", augment=wait, **kw)
         except TrainingInterrupted as e:
             json.dump(dict(signal=int(e.signal), epoch=e.epoch, step=e.step, checkpoint=str(e.checkpoint)),
                       open(out + "/interrupted.json", "w"))
             sys.exit(128 + int(e.signal))
     else:
         resumed, whole = TinyCNN(), TinyCNN()
-        fit(resumed, *data, out_dir=out + "/run", resume=True, augment=slow, **kw)
+        fit(resumed, *data, out_dir=out + "/run", resume=True, augment=wait, **kw)
         seed_everything(0)
         whole = TinyCNN()
-        fit(whole, *data, augment=slow, **kw)
+        fit(whole, *data, augment=wait, **kw)
         a, b = resumed.state_dict(), whole.state_dict()
         print("EQUAL" if all(torch.equal(a[k], b[k]) for k in a) else "DIFFERENT")
 """)
@@ -246,11 +249,12 @@ def test_sigterm_to_a_training_process_saves_and_resumes_exactly(tmp_path):
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     p.send_signal(signal.SIGTERM)
+    (tmp_path / "sent").touch()
     _, err = p.communicate(timeout=60)
     assert p.returncode == 128 + signal.SIGTERM, err[-2000:]  # what the CLI exits with: 143
     assert "Traceback" not in err
     info = json.loads((tmp_path / "interrupted.json").read_text())
-    assert info["signal"] == signal.SIGTERM and 1 <= info["epoch"] <= 2
+    assert (info["signal"], info["epoch"], info["step"]) == (signal.SIGTERM, 1, 3)  # the step finished
     ck = checkpoint.load_checkpoint(info["checkpoint"])
     assert ck["progress"]["step"] == info["step"] and checkpoint.all_finite(ck["model"])
 
@@ -335,12 +339,14 @@ def test_loaders_start_an_epoch_at_a_batch(tmp_path):
     tail = list(loader)
     assert len(calls) == 2 and len(tail) == 2  # the skipped batches were neither built nor augmented
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[3:], tail))
+    assert len(list(loader)) == 5  # only the next pass starts late
     folder = image_folder_loader(write_image_folder(tmp_path / "f"), True, image_size=16, batch_size=4,
                                  num_workers=0)
     folder.set_epoch(1)
     labels = [y for _, y in folder]
     folder.set_epoch(1, start_batch=2)
     assert [y.tolist() for _, y in folder] == [y.tolist() for y in labels[2:]]
+    assert len(list(folder)) == len(labels)
 
 
 def test_make_loader_and_small_class_counts():
@@ -383,6 +389,7 @@ FIT_CASES = [
     (dict(max_steps_per_epoch=0), ValueError, "max_steps_per_epoch"),
     (dict(checkpoint_every=0), ValueError, "checkpoint_every"),
     (dict(checkpoint_every=2.0), TypeError, "checkpoint_every"),
+    (dict(checkpoint_every=5), ValueError, "out_dir"),
     (dict(image_size=0), ValueError, "image_size"),
     (dict(seed=-1), ValueError, "seed"), (dict(seed=1.5), TypeError, "seed"),
     (dict(channels_last="yes"), TypeError, "channels_last"), (dict(progress=1), TypeError, "progress"),
