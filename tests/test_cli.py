@@ -13,12 +13,15 @@ from alexnet_lib.models import list_models
 
 
 def _error(capsys, argv):
-    """Run main(argv), expect an argparse-style error: exit status 2, message on stderr, no traceback."""
+    """Run main(argv), expect bad input: exit status 2, one error line on stderr (after argparse's usage for
+    its own errors), no traceback."""
     with pytest.raises(SystemExit) as e:
         main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2, err
-    assert "usage:" in err and "error:" in err and "Traceback" not in err
+    *usage, line = err.strip().splitlines()
+    assert line.startswith("python -m alexnet_lib") and "error:" in line and "Traceback" not in err, err
+    assert not usage or usage[0].startswith("usage:"), err
     return err
 
 
