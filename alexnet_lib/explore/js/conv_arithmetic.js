@@ -83,6 +83,10 @@ AX.explorers.conv_arithmetic = {
       summary.appendChild(document.createTextNode(t.error ? "" : "Total: " + AX.fmtInt(t.params) +
         " parameters, " + AX.fmt(t.flops) + " FLOPs per image (forward)."));
       if (t.error) summary.appendChild(AX.h("span", {"class": "axe-err", text: "Error: " + t.error + "."}));
+      var lin = t.rows.filter(function (r) { return r.kind === "Linear"; })[0];
+      if (adapt.value() && lin) summary.appendChild(document.createTextNode(" The first Linear is resized to take " +
+        AX.fmtInt(lin.params / lin.layer.out - (lin.layer.bias ? 1 : 0)) + " inputs (the network has " +
+        AX.fmtInt(lin.layer.in) + ")."));
       body.textContent = "";
       body.appendChild(AX.table(["layer", "type", "k/s/p/d", "output shape", "params", "FLOPs"],
         t.rows.map(function (r) {

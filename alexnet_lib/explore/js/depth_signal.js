@@ -63,7 +63,7 @@ AX.explorers.depth_signal = {
     root.appendChild(AX.h("p", {"class": "axe-note", text: "A stack of " + data.width + "-wide Linear layers with no bias, " +
       data.batch + " random inputs, computed in the page. Orange: rms of each layer's output; blue: norm of the " +
       "gradient of each layer's weights (log scale, layer 1 = next to the input). Weight scale 1 means std 1/√width; " +
-      "ReLU keeps its signal at about √2."}));
+      "with ReLU, √2 ≈ 1.41 (He initialisation) keeps the signal's size through depth."}));
     function update() {
       var res = self.compute(act.value(), depth.value(), data.width, data.batch, gain.value(), seed.value() | 0);
       var g = canvas.getContext("2d"), Wd = canvas.width, H = canvas.height, n = res.act.length;

@@ -1,7 +1,7 @@
 // Chapter 4: dropout masks on a stored activation vector; inverted dropout (train: a·m/(1-p), test: a)
 // vs the paper's rule (train: a·m, test: a·(1-p)); the mean over many masks.
 AX.explorers.dropout = {
-  // Keep each unit with probability 1-p (m = 1 when uniform >= p), as torch's dropout does.
+  // Keep each unit with probability 1-p (m = 1 when uniform >= p).
   mask: function (n, p, rng) { var m = []; for (var i = 0; i < n; i++) m.push(rng.uniform() >= p ? 1 : 0); return m; },
   inverted: function (a, m, p) { return a.map(function (v, i) { return p < 1 ? v * m[i] / (1 - p) : 0; }); },
   meanOver: function (a, p, draws, seed) {
@@ -18,7 +18,7 @@ AX.explorers.dropout = {
       value: data.p, onchange: update, format: function (v) { return v.toFixed(2); }});
     var mode = AX.control(root, {kind: "select", label: "Show", name: "mode", value: "train",
       options: [["train", "training (one mask)"], ["test", "test (no mask)"]], onchange: update});
-    var resample = AX.button("New mask", function () { seed += 1; update(); }, "resample");
+    var resample = AX.button("New mask", function () { seed += 1; mode.set("train"); update(); }, "resample");
     var avg = AX.control(root, {kind: "select", label: "Average over", name: "draws", value: 1000, numeric: true,
       options: [[10, "10 masks"], [100, "100 masks"], [1000, "1000 masks"], [10000, "10000 masks"]], onchange: update});
     var c1 = AX.canvas(640, 200, "Bar chart: the stored activations and the output of dropout");
@@ -26,7 +26,7 @@ AX.explorers.dropout = {
     var out = AX.h("p", {"class": "axe-out", "aria-live": "polite", "data-name": "summary"});
     var out2 = AX.h("p", {"class": "axe-out", "data-name": "mean"});
     root.appendChild(AX.h("h4", {text: "Dropout masks and the train/test scaling"}));
-    root.appendChild(AX.h("div", {"class": "axe-row"}, [p.wrap, mode.wrap, resample]));
+    root.appendChild(AX.h("div", {"class": "axe-row"}, [p.wrap, resample, mode.wrap]));
     root.appendChild(out); root.appendChild(c1);
     root.appendChild(AX.h("div", {"class": "axe-row"}, [avg.wrap]));
     root.appendChild(out2); root.appendChild(c2);
