@@ -370,3 +370,40 @@ def test_explorer_script_parses(factory):
     html = factory()._repr_html_()
     script = html.rsplit("<script>", 1)[1].rsplit("</script>", 1)[0]
     assert run_js(None, "(function(){ new Function(ARGS); return true; })()", script) is True
+
+
+def _explorer_cells_tool():
+    import importlib.util
+
+    path = ex.JS_DIR.parents[2] / "tools" / "explorer_cells.py"
+    spec = importlib.util.spec_from_file_location("explorer_cells", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebooks_hold_current_explorer_outputs():
+    """Each chapter's explorer cell is there once, and its stored output is what the cell gives today
+    (so a change of an explorer's JavaScript or data needs `python tools/explorer_cells.py`)."""
+    import re
+
+    import nbformat
+
+    tool = _explorer_cells_tool()
+    ids = re.compile(r"axe-[a-z-]+-[0-9a-f]{10}-\d+")
+    assert len(tool.CELLS) >= 6 and "01_convolution_arithmetic.ipynb" in tool.CELLS
+    for nb_name, specs in tool.CELLS.items():
+        nb = nbformat.read(tool.NOTEBOOKS / nb_name, as_version=4)
+        for name, _anchor, _md, code in specs:
+            marker = f"# explorer: {name}"
+            cells = [c for c in nb.cells if c.cell_type == "code" and c.source.startswith(marker)]
+            assert len(cells) == 1, f"{nb_name}: {len(cells)} cells for explorer {name}"
+            assert cells[0].source == code, f"{nb_name}: run python tools/explorer_cells.py"
+            stored = "".join(o["data"]["text/html"] for o in cells[0].outputs
+                             if "text/html" in o.get("data", {}))
+            *body, last = code.strip().splitlines()
+            scope: dict = {}
+            exec("\n".join(body), scope)  # noqa: S102 - the cell's own imports
+            fresh = eval(last, scope)._repr_html_()  # noqa: S307 - the cell's last expression
+            assert ids.sub("ID", stored) == ids.sub("ID", fresh), \
+                f"{nb_name}: the stored output of {name} is stale; run python tools/explorer_cells.py"
