@@ -36,6 +36,8 @@ CELLS: dict[str, list[tuple[str, tuple[str, str], str, str]]] = {
 
 The explorer below walks the layers of the library's own models (`get_model(name)`, read by the cell)
 with the output-size formula, and counts each layer's parameters and FLOPs as `layer_table` does. {STATIC}
+(The sliders of *Try it* above are ipywidgets: they need a running kernel, and on the static page they
+only show their saved state.)
 
 Things to try:
 - Pick **Edit layer** `features.0` of `alexnet` and set its padding to 0: at 224 px the first `Linear`
@@ -55,7 +57,8 @@ Things to try:
 The receptive field of a unit is the patch of input pixels that can change it; the jump is the distance
 in input pixels between neighbouring units. The explorer computes both after every convolution and
 pooling layer of the library's models, as `alexnet_lib.receptive_fields` does, and draws the receptive
-field of the centre unit on the input. {STATIC}
+field of the centre unit on the input. {STATIC} (The sliders at the end of this chapter need a running
+kernel.)
 
 Things to try: with `lenet5` at 28 px, a unit after the last pooling layer sees 16×16 pixels, one every
 4 px. With `alexnet` at 224 px, a unit of the last pooling layer sees 195×195 pixels, one every 32 px:
@@ -105,7 +108,7 @@ its expected value, and the more so the more masks are averaged.""",
 A small synthetic picture (48×48, drawn by the cell) with a 40×40 crop window, a horizontal flip and the
 PCA colour shift $\\sum_i \\mathbf p_i \\alpha_i \\lambda_i$ with the ImageNet eigenvalues and eigenvectors
 of `alexnet_lib.augment` (the same shift as `FancyPCA.shift`).
-{STATIC}
+{STATIC} (The sliders of section 5.5 need a running kernel.)
 
 Things to try: **Draw like the paper** draws $\\alpha_i \\sim \\mathcal N(0, 0.1)$, a random crop and a coin
 for the flip; the printed shift is a few grey levels out of 255. Move $\\alpha_1$ to ±1 (ten standard
