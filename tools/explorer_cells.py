@@ -63,7 +63,7 @@ kernel.)
 Things to try: with `lenet5` at 28 px, a unit after the last pooling layer sees 16×16 pixels, one every
 4 px. With `alexnet` at 224 px, a unit of the last pooling layer sees 195×195 pixels, one every 32 px:
 the depth and the strides, not the kernel sizes alone, make AlexNet's last units see most of the image.
-Lower the input size until a layer's map becomes empty (shown in red).""",
+With `alexnet` at 32 px, the map of the last pooling layer is empty (shown in red).""",
         "# explorer: receptive_field\nfrom alexnet_lib.explore import receptive_field\n\n"
         "receptive_field(model=\"lenet5\", input_size=28)",
     )],
@@ -125,7 +125,7 @@ of `alexnet_lib.LocalResponseNorm`) to the 32 first channels at one position of 
 paper's network (its initialisation, seeded) on a small demo image, with inputs either normalised or raw
 0..255 pixels. {STATIC}
 
-Things to try: with the paper's constants and normalised inputs, $\\alpha \\sum a^2$ (about $10^{{-4}}$)
+Things to try: with the paper's constants and normalised inputs, $\\alpha \\sum a^2$ (below $10^{{-4}}$)
 is far below $k = 2$ and every channel is divided by the same $k^{{\\beta}}$: the ratio $b/a$ is
 $k^{{-\\beta}} \\approx 0.59$ for all of them. Switch to raw 0..255 pixels: the activations are typically a
 hundred times larger, $\\alpha \\sum a^2$ reaches about 1, half of $k$, and the ratio varies across
