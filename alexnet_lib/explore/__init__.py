@@ -9,7 +9,15 @@ notebook's outputs once the notebook is trusted, e.g. after running the cell.)
 ``tests/test_explorers.py`` runs the JavaScript compute functions under ``node`` and checks them
 against the library (output sizes, parameters, FLOPs, receptive fields, LRN, fancy PCA, ...), so a page
 cannot teach a different formula than the code; and keeps each explorer's payload under
-:data:`PAYLOAD_BUDGET`.
+:data:`PAYLOAD_BUDGET`. ``tools/explorer_cells.py`` puts one explorer cell into each chapter notebook.
+
+Why plain HTML and not anywidget: an anywidget's front-end module (npm ``anywidget``, an AMD bundle) is
+loaded by the book's ipywidgets HTML manager from ``<data-jupyter-widgets-cdn>anywidget@<range>/dist/
+index.js``, where the range is the Python package's semver range (``~0.11.*``): it would have to be
+vendored under that literal folder name, pinned to the Python package's version, and it then imports the
+widget's own code from a ``blob:`` URL. It also adds a dependency (anywidget, psygnal) to the Colab first
+cell and needs the widget state saved with the notebook. A ``_repr_html_`` with an inline script needs
+none of that and renders the same in Jupyter, Colab, VS Code and the static page.
 """
 
 from __future__ import annotations
