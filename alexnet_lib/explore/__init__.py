@@ -60,7 +60,7 @@ CSS = """
 .axe-err{color:#b00020;font-weight:600}
 .axe-out{font-variant-numeric:tabular-nums}
 .axe-canvas{width:100%;height:auto;display:block;background:#fff;border:1px solid #eee}
-.axe-note{color:#555;font-size:.9em}
+.axe-note{opacity:.8;font-size:.9em}
 """.strip().replace("\n", "")
 
 _emitted: dict[str, int] = {}
@@ -141,8 +141,11 @@ def _pair0(v):
     return v[0] if isinstance(v, tuple) else v
 
 
+@cache
 def model_spec(name: str, **kwargs) -> dict:
-    """The leaf layers of ``get_model(name, **kwargs)`` as JSON-able dicts (what ``AX.trace`` walks)."""
+    """The leaf layers of ``get_model(name, **kwargs)`` as JSON-able dicts (what ``AX.trace`` walks).
+
+    Cached (building the paper's network takes a second): treat the result as read-only."""
     from torch import nn
 
     from ..models import get_model
