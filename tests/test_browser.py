@@ -238,3 +238,128 @@ def test_page_renders_offline(page, site, browser, report, built_book):  # noqa:
                     "screenshot": str(shot.relative_to(ROOT)),
                     "seconds": round(time.monotonic() - started, 2)}
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+# ---- the explorers (alexnet_lib.explore): in-page JavaScript, no kernel ------------------------------
+
+# Runs in a page once it has loaded; resolves to {problems: [...], explorers: [{name, controls, changed}]}.
+# Per explorer: it started; every control is labelled and keyboard-focusable; moving each control (input
+# and change events, clicks) changes its text or its canvases (buttons that restore a setting may not);
+# nothing is wider than its box or the window.
+EXPLORE_JS = r"""
+(async (timeoutMs) => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const deadline = Date.now() + timeoutMs;
+  const problems = [], explorers = [];
+  const roots = () => [...document.querySelectorAll(".axe[data-explorer]")];
+  while (roots().some((r) => r.getAttribute("data-ready") !== "1") && Date.now() < deadline) await sleep(100);
+  // A cheap fingerprint of what an explorer shows: its text and the pixels of its canvases.
+  const hash = (s) => {
+    let h = 0;
+    for (let i = 0; i < s.length; i++) h = (h * 31 + s.charCodeAt(i)) | 0;
+    return h;
+  };
+  const state = (root) => root.innerText + "|" +
+    [...root.querySelectorAll("canvas")].map((c) => hash(c.toDataURL())).join(",");
+  const settle = () => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 20)));
+  const fire = (el, type) => el.dispatchEvent(new Event(type, {bubbles: true}));
+  // Buttons that may leave the explorer as it is (they restore a setting it may already have).
+  const idleOk = /^(reset|paper|preset-)/;
+  for (const root of roots()) {
+    const name = root.getAttribute("data-explorer"), info = {name, controls: 0, changed: 0};
+    if (root.getAttribute("data-ready") !== "1") { problems.push(`${name}: did not start`); continue; }
+    // Every control: keyboard-focusable and labelled.
+    const controls = [...root.querySelectorAll("input, select, button")];
+    info.controls = controls.length;
+    for (const el of controls) {
+      const label = el.id && root.querySelector(`label[for="${el.id}"]`);
+      const accName = (label && label.textContent.trim()) || el.getAttribute("aria-label") ||
+        (el.tagName === "BUTTON" && el.textContent.trim());
+      if (!accName) problems.push(`${name}: control without a label: ${el.outerHTML.slice(0, 80)}`);
+      el.focus();
+      if (document.activeElement !== el) problems.push(`${name}: control not focusable: ${accName}`);
+      el.blur();
+    }
+    const start = state(root);
+    for (const el of controls) {
+      const before = state(root), what = el.getAttribute("data-name") || el.id;
+      if (el.tagName === "SELECT") {
+        if (el.options.length < 2) continue;
+        el.selectedIndex = (el.selectedIndex + 1) % el.options.length; fire(el, "change");
+      } else if (el.type === "checkbox") {
+        el.click();
+      } else if (el.type === "range" || el.type === "number") {
+        const v = Number(el.value), step = Number(el.step) || 1;
+        const max = el.max === "" ? Infinity : Number(el.max);
+        const min = el.min === "" ? -Infinity : Number(el.min);
+        // a few steps up (down at the top), to a value the explorer reacts to
+        let nv = v + 3 * step; if (nv > max) nv = v - 3 * step; nv = Math.max(min, Math.min(max, nv));
+        el.value = String(nv); fire(el, "input"); fire(el, "change");
+      } else if (el.tagName === "BUTTON") {
+        el.click();
+      }
+      await settle();
+      if (state(root) !== before) info.changed += 1;
+      else if (!(el.tagName === "BUTTON" && idleOk.test(what)))
+        problems.push(`${name}: moving "${what}" changed nothing`);
+    }
+    if (info.changed === 0 || (state(root) === start && info.changed < 2))
+      problems.push(`${name}: nothing changed`);
+    // Readable at 200% zoom: nothing wider than the explorer's box (tables scroll inside their own box).
+    info.overflow = root.scrollWidth - root.clientWidth;
+    if (info.overflow > 1) problems.push(`${name}: ${info.overflow}px wider than its box`);
+    const right = root.getBoundingClientRect().right, vw = document.documentElement.clientWidth;
+    if (right > vw + 1) problems.push(`${name}: reaches ${Math.round(right)}px, past the ${vw}px window`);
+    explorers.push(info);
+  }
+  return {problems, explorers};
+})
+"""
+EXPLORER_BUDGET = 1_000_000  # bytes of explorer payload (data + script + style) on one page
+ZOOM_WIDTH = 640  # CSS pixels: a 1280 px window at 200% zoom
+EXPLORER_RE = re.compile(r'<script type="application/json" id="(axe-[^"]+)-data">(.*?)</script>\s*'
+                         r"<script>(.*?)</script>", re.S)
+NOTEBOOK_PAGES = [p for p in PAGES if p.startswith("notebooks/")]
+
+
+def explorer_payloads(html: str) -> dict[str, int]:
+    """Bytes of each explorer's data and script in a built page (its style element is counted too)."""
+    style = len(re.search(r"<style>\.axe\{.*?</style>", html, re.S).group(0)) if ".axe{" in html else 0
+    return {m.group(1): len(m.group(2).encode()) + len(m.group(3).encode()) + style
+            for m in EXPLORER_RE.finditer(html)}
+
+
+def test_explorers_on_the_chapter_pages(built_book, report):  # noqa: F811
+    """At least 6 of the 8 chapters (chapter 1 included) carry an in-page explorer, each page under budget."""
+    pages = {}
+    for page in NOTEBOOK_PAGES:
+        sizes = explorer_payloads((built_book / f"{page}.html").read_text(encoding="utf-8"))
+        if sizes:
+            pages[page] = sizes
+    report["explorer_payload_bytes"] = {p: sum(s.values()) for p, s in pages.items()}
+    assert "notebooks/01_convolution_arithmetic" in pages
+    assert len(pages) >= 6, f"explorers on {sorted(pages)} only"
+    for page, sizes in pages.items():
+        assert sum(sizes.values()) < EXPLORER_BUDGET, f"{page}: {sizes}"
+
+
+@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+def test_explorers_respond_offline(page, site, browser, report, built_book):  # noqa: F811
+    """Every explorer on the page starts, reacts to each of its controls and logs no error, with no kernel
+    and no network, in a window as narrow as a 1280 px one at 200% zoom."""
+    if not explorer_payloads((built_book / f"{page}.html").read_text(encoding="utf-8")):
+        pytest.skip("no explorer on this page")
+    tab = browser.new_page(width=ZOOM_WIDTH)
+    try:
+        tab.goto(site.url + f"{page}.html")
+        result = tab.evaluate(f"{EXPLORE_JS}({int(PAGE_TIMEOUT * 1000)})", timeout=PAGE_TIMEOUT + 60)
+        browser.drain(0.3)
+        errors, _, _ = console_problems(tab.events(), site.url)
+    except CDPError as exc:
+        pytest.fail(f"{page}: {exc}")
+    finally:
+        tab.close()
+    report[f"{page} (explorers)"] = result
+    problems = result["problems"] + errors
+    assert result["explorers"], f"{page}: no explorer found in the page"
+    assert not problems, f"{page}:\n  " + "\n  ".join(problems)
