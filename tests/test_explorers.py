@@ -22,7 +22,7 @@ import torch
 from alexnet_lib import LocalResponseNorm, get_model, layer_table, receptive_fields
 from alexnet_lib import explore as ex
 from alexnet_lib.activations import activation
-from alexnet_lib.arithmetic import conv_output_size
+from alexnet_lib.arithmetic import InputTooSmallError, conv_output_size
 from alexnet_lib.augment import FancyPCA
 from alexnet_lib.speed import predicted_epoch_time, train_flops
 
@@ -79,9 +79,14 @@ def test_output_size_formula_matches_conv_output_size():
         dict(i=1, k=3, s=2, p=0, d=1, ceil=False),
     ]
     got = run_js(None, "ARGS.map(function(c){return AX.convOut(c.i,c.k,c.s,c.p,c.d,c.ceil);})", cases)
-    want = [conv_output_size(c["i"], c["k"], c["s"], c["p"], c["d"], c["ceil"]) for c in cases]
-    assert got == want
-    assert min(want) < 1 < max(want)  # both regimes are exercised
+    want = []
+    for c in cases:
+        try:
+            want.append(conv_output_size(c["i"], c["k"], c["s"], c["p"], c["d"], c["ceil"]))
+        except InputTooSmallError:  # the library refuses o < 1; the page shows it as "no window fits"
+            want.append(None)
+    assert [None if o < 1 else o for o in got] == want
+    assert None in want and any(want)  # both regimes are exercised
 
 
 # (model, input sizes): valid sizes, 224 vs 227 and the 32 px collapse
@@ -163,7 +168,11 @@ def test_receptive_fields_match(name):
         {"spec": ex.model_spec(name), "sizes": sizes},
     )
     for size, rows in zip(sizes, js):
-        want = receptive_fields(model, size)
+        try:
+            want = receptive_fields(model, size)
+        except InputTooSmallError:  # the library refuses a collapsing input; the page shows the collapse
+            assert any(r["size"] < 1 for r in rows), (name, size)
+            continue
         assert [(r["name"], r["size"], r["jump"], r["rf"], r["start"]) for r in rows] == [
             (w.name, w.size, w.jump, w.rf, w.start) for w in want
         ]
