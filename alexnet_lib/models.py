@@ -331,7 +331,9 @@ class AlexNetSmall(_Checked):
     32 -> 15 -> 7 -> 3, so the first FC layer sees 256 * 3 * 3 = 2304; at 28 px they go 28 -> 13 -> 6 -> 2
     and an adaptive average pool brings them to 3x3, so one set of weights serves both sizes.
     ``norm='batch'`` puts BatchNorm after every conv (and the hidden FC layers); ``'lrn'`` puts the
-    paper's LRN after conv1 and conv2.
+    paper's LRN after conv1 and conv2. ``init='kaiming'`` (the default) is Kaiming fan-out for the convs
+    and N(0, 0.01) for the FC layers; ``'paper'`` is Section 5's N(0, 0.01) everywhere with biases 1 in
+    conv2, conv4, conv5 and the hidden FC layers; ``'torch'`` keeps PyTorch's default initialisation.
     """
 
     default_input_size = 32
@@ -340,9 +342,10 @@ class AlexNetSmall(_Checked):
     def __init__(
         self, num_classes: int = 10, in_channels: int = 1, *, norm: str | None = None,
         activation: str = "relu", dropout: float = 0.5, hidden: int = 1024, pooling: str = "overlapping",
-        width: float = 1.0,
+        width: float = 1.0, init: str = "kaiming",
     ):
         _check_choices(norm, activation, pooling)
+        choice(init, "init", _INITS)
         dropout = _dropout(dropout)
         hidden = integer(hidden, "hidden", hint="units in each hidden FC layer, e.g. hidden=1024")
         width = number(width, "width", minimum=0, min_open=True,
@@ -368,7 +371,12 @@ class AlexNetSmall(_Checked):
             nn.Linear(hidden, hidden), fc_norm(), make_activation(activation), nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
-        _init_kaiming(self)
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        fcs = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        if init == "paper":  # the same layers as the paper's network: conv2, conv4, conv5, FC6, FC7
+            _init_paper(self, bias_one=(convs[1], convs[3], convs[4], fcs[0], fcs[1]))
+        elif init == "kaiming":
+            _init_kaiming(self)
 
 
 class LeNet5(_Checked):

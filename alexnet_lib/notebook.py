@@ -11,7 +11,7 @@ import os
 
 from .device import describe
 
-__all__ = ["QUICK", "quick", "pick", "report_environment"]
+__all__ = ["QUICK", "quick", "pick", "glue", "report_environment"]
 
 
 def quick() -> bool:
@@ -38,3 +38,27 @@ def report_environment(**settings) -> dict:
     for k, v in info.items():
         print(f"{k:<{width}} : {v}")
     return info
+
+
+# myst-nb's glue format: the book's {glue:text} roles (and book/paper.md's table of the paper's claims)
+# read outputs stored under this mime prefix with the "scrapbook" metadata. Written here so that the
+# notebooks also run where myst-nb is not installed (Colab, a plain Jupyter).
+_GLUE_PREFIX = "application/papermill.record/"
+
+
+def glue(name: str, value, display: bool = False):
+    """Store ``value`` in the cell's output under ``name``, as myst-nb's ``glue`` does, and return it.
+
+    The prose then writes ``{glue:text}`name``` instead of typing the number, so the page always shows
+    what the run computed. ``display=True`` also shows the value in the cell's output.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"glue: name must be an identifier such as 'relu_speedup', got {name!r}")
+    from IPython.core.formatters import format_display_data
+    from IPython.display import display as ipy_display
+
+    bundle, metadata = format_display_data(value)
+    prefix = "" if display else _GLUE_PREFIX
+    metadata = dict(metadata or {}, scrapbook=dict(name=name, mime_prefix=prefix))
+    ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
+    return value

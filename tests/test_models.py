@@ -97,6 +97,17 @@ def test_paper_init():
     assert abs(w.mean().item()) < 1e-4 and abs(w.std().item() - 0.01) < 1e-4
 
 
+def test_small_paper_init():
+    model = get_model("alexnet_small", init="paper")
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert [float(m.bias.detach().unique()) for m in layers] == [0, 1, 0, 1, 1, 1, 1, 0]
+    assert all(abs(m.weight.std().item() - 0.01) < 2e-3 for m in layers)
+    default = get_model("alexnet_small")  # Kaiming for the convs, biases 0
+    assert all(float(m.bias.abs().max()) == 0 for m in default.modules() if isinstance(m, nn.Conv2d))
+    with pytest.raises(ValueError, match="init"):
+        get_model("alexnet_small", init="xavier")
+
+
 def test_options_are_validated():
     with pytest.raises(ValueError, match="norm"):
         get_model("alexnet", norm="layer")
