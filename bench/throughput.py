@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from alexnet_lib.device import bf16_hardware, cpu_name  # noqa: E402
 from alexnet_lib.speed import RUNGS, ladder  # noqa: E402
+from bench import run_metadata  # noqa: E402
 
 DEFAULT_MODELS = ["alexnet_d2l@224", "alexnet_small@32"]
 
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
         p.error(str(e))
 
     rungs = RUNGS if a.ladder else ("tutorial", "fit")
+    meta = run_metadata(a.device)
     t0 = time.perf_counter()
     print(f"cpu: {cpu_name()}, {os.cpu_count()} logical cores, torch {torch.__version__} with "
           f"{torch.get_num_threads()} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; "
@@ -112,8 +114,9 @@ def main(argv=None) -> int:
                                for k, v in r.results.items()}))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at end: {load_average()}")
     if a.json:
+        meta.update(seconds=round(time.perf_counter() - t0), ladder=a.ladder, steps=a.steps, rounds=a.rounds)
         with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump(dict(meta=meta, results=out), f, indent=1)
     return 0
 
 

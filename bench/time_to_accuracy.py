@@ -2,6 +2,7 @@
 
     python -m bench.time_to_accuracy                  # the recipe alexnet_lib.speed.FAST_RECIPE
     python -m bench.time_to_accuracy --epochs 4 --width 0.375 --lr 0.2   # a variation
+    python -m bench.time_to_accuracy --seeds 0 1 2    # the recipe with three seeds (mean and spread)
     python -m bench.time_to_accuracy --ablation       # the recipe, then one change at a time (~8 min)
 
 Prints the settings, the test accuracy after every epoch (fit's progress lines), the wall time of
@@ -16,6 +17,7 @@ import contextlib
 import io
 import json
 import os
+import statistics
 import sys
 
 # Waiting OpenMP threads sleep instead of spinning: on a CPU shared with other processes a spinning
@@ -36,9 +38,10 @@ from alexnet_lib.speed import (  # noqa: E402
     time_to_accuracy,
     vary_recipe,
 )
+from bench import run_metadata  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")  # the recipe's model settings; the rest go to fit
-NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation")
+NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation", "seeds")
 
 
 def main(argv=None) -> int:
@@ -59,6 +62,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the result to this file")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train the recipe once per seed (overrides --seed), e.g. --seeds 0 1 2")
     p.add_argument("--ablation", action="store_true",
                    help="train the recipe, then with one ingredient changed at a time (speed.ABLATIONS)")
     a = p.parse_args(argv)
@@ -90,26 +95,42 @@ def main(argv=None) -> int:
                 json.dump({k: {x: y for x, y in v.items() if x != "history"} for k, v in results.items()}, f,
                           indent=1)
         return 0
-    with quiet_bar:
-        r = time_to_accuracy(recipe, progress=True, **kw)
+    meta = run_metadata(a.device)
+    runs = []
+    for seed in a.seeds if a.seeds is not None else [recipe["fit"].get("seed", 0)]:
+        with quiet_bar:
+            runs.append(time_to_accuracy(vary_recipe(recipe, fit=dict(seed=seed)), progress=True, **kw))
+        report(runs[-1], a.target)
+    if len(runs) > 1:
+        accs = [100 * r["accuracy"] for r in runs]
+        secs = [r["train_eval_s"] for r in runs]
+        mean, sd = statistics.mean, statistics.stdev
+        reached = sum(r["reached"] is not None for r in runs)
+        print(f"{len(runs)} seeds: test accuracy {mean(accs):.2f}% +- {sd(accs):.2f} (min {min(accs):.2f}%), "
+              f"training + evaluation {mean(secs):.1f} s +- {sd(secs):.1f}; target reached by {reached}")
+    if a.json:
+        out = [dict({k: v for k, v in r.items() if k != "history"}, history=r["history"].to_dict())
+               for r in runs]
+        with open(a.json, "w") as f:
+            json.dump(dict(meta=meta, runs=out), f, indent=1)
+    return 0 if all(r["reached"] is not None for r in runs) else 1
+
+
+def report(r: dict, target: float) -> None:
+    """The lines that one run prints."""
     h = r["history"]
-    print("test accuracy per epoch:", ", ".join(f"{x:.2%}" for x in h.test_top1))
+    print(f"seed {r['recipe']['fit'].get('seed', 0)}: test accuracy per epoch:",
+          ", ".join(f"{x:.2%}" for x in h.test_top1))
     print(f"final test accuracy {r['accuracy']:.2%} after {len(h)} epochs ({r['n_train']:,} training and "
           f"{r['n_test']:,} test images); "
           f"training + evaluation {r['train_eval_s']:.1f} s wall; "
           f"total with data loading {r['total_s']:.1f} s; process CPU time {r['cpu_s']:.1f} s")
     if r["reached"] is not None:
-        print(f"target {a.target:.0%} reached after epoch {r['reached']} at {r['time_to_target_s']:.1f} s "
+        print(f"target {target:.0%} reached after epoch {r['reached']} at {r['time_to_target_s']:.1f} s "
               f"(training + evaluation)")
     else:
-        print(f"target {a.target:.0%} NOT reached")
-    print(f"load average (1, 5, 15 min) before {r['load_before']}, after {r['load_after']}")
-    if a.json:
-        out = {k: v for k, v in r.items() if k != "history"}
-        out["history"] = h.to_dict()
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
-    return 0 if r["reached"] is not None else 1
+        print(f"target {target:.0%} NOT reached")
+    print(f"load average (1, 5, 15 min) before {r['load_before']}, after {r['load_after']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,10 @@ def test_throughput_command_prints_ratio_and_mfu(fashion_root, tmp_path):
                "--steps", "1", "--rounds", "1", "--warmup", "0", "--device", "cpu", "--json", str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "RATIO" in p.stdout and "MFU" in p.stdout and "peak GFLOP/s" in p.stdout
-    (row,) = json.loads(out.read_text())
+    doc = json.loads(out.read_text())
+    (row,) = doc["results"]
+    meta = doc["meta"]
+    assert meta["bf16 hardware"] and meta["date"] and "bench.throughput" in meta["command"]
     assert row["model"] == "alexnet_small" and row["kwargs"] == TINY and row["image_size"] == 28
     assert set(row["loops"]) == {"tutorial", "fit"} and row["ratio_fit_vs_tutorial"] > 0
 
@@ -155,10 +158,13 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     p = _bench("time_to_accuracy", *args, "--target", "0")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "target 0% reached after epoch 1" in p.stdout
-    r = json.loads(out.read_text())
+    (r,) = json.loads(out.read_text())["runs"]
     assert r["n_train"] == 512 and r["recipe"]["fit"]["epochs"] == 1 and len(r["history"]["test_top1"]) == 1
     p = _bench("time_to_accuracy", *args, "--target", "1.01")
     assert p.returncode == 1 and "NOT reached" in p.stdout
+    p = _bench("time_to_accuracy", *args, "--target", "0", "--seeds", "0", "1")
+    assert p.returncode == 0 and "2 seeds: test accuracy" in p.stdout, p.stderr[-3000:]
+    assert [r["recipe"]["fit"]["seed"] for r in json.loads(out.read_text())["runs"]] == [0, 1]
 
 
 def test_recipe_ablation_changes_one_thing_and_reports_divergence(monkeypatch):

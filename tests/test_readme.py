@@ -1,0 +1,37 @@
+"""README's speed section is generated from the committed benchmark results (tools/readme_bench.py)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("readme_bench", ROOT / "tools" / "readme_bench.py")
+readme_bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readme_bench)
+
+META = {"device": "cpu", "cpu": "Test CPU (2 logical cores; torch threads: 2)", "bf16 hardware": "AMX",
+        "torch": "2.14.1", "precision": "bfloat16", "date": "2026-12-02", "cores": 2,
+        "command": "python -m bench.x", "load_average_start": [0.1, 0.2, 0.3]}
+
+
+def test_readme_matches_committed_results():
+    assert readme_bench.main(["--check"]) == 0, "run: python tools/readme_bench.py"
+
+
+def test_render_from_results(tmp_path, monkeypatch):
+    loop = lambda rate, mfu, prec: dict(img_s=rate, mfu=mfu, precision=prec)  # noqa: E731
+    (tmp_path / "throughput.json").write_text(json.dumps(dict(meta=META, results=[dict(
+        model="alexnet_d2l", image_size=224, batch_size=128, ratio_fit_vs_tutorial=3.5, ceiling_ratio=19.3,
+        peak_gflops={"fp32": 183.0, "bf16": 2213.0},
+        loops={"tutorial": loop(20.4, 0.6, "fp32"), "fit": loop(71.4, 0.17, "bf16")})])))
+    run = lambda seed, acc: dict(recipe=dict(model=dict(name="alexnet_small", width=0.25), fit=dict(  # noqa: E731
+        seed=seed, image_size=28, optimizer="sgd", lr=0.1, schedule="onecycle", label_smoothing=0.1,
+        batch_size=256, epochs=3)), accuracy=acc, train_eval_s=50.0, reached=3, target=0.9)
+    runs = [run(0, .91), run(1, .915)]
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(dict(meta=META, runs=runs)))
+    monkeypatch.setattr(readme_bench, "RESULTS", tmp_path)
+    text = readme_bench.render()
+    assert "| `alexnet_d2l` at 224 px, batch 128 | 20.4 img/s (60% of the fp32 peak) | 71.4 img/s" in text
+    assert "| 3.50x | 19.30x | 12.09x |" in text and "Test CPU" in text and "bf16 computed by AMX" in text
+    assert "91.00% in 50.0 s (seed 0), 91.50% in 50.0 s (seed 1)" in text
+    assert "2 of 2 runs reached 90%" in text
