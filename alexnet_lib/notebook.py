@@ -11,7 +11,7 @@ import os
 
 from .device import describe
 
-__all__ = ["QUICK", "quick", "pick", "glue", "report_environment"]
+__all__ = ["QUICK", "quick", "pick", "glue", "read_glue", "report_environment"]
 
 
 def quick() -> bool:
@@ -62,3 +62,25 @@ def glue(name: str, value, display: bool = False):
     metadata = dict(metadata or {}, scrapbook=dict(name=name, mime_prefix=prefix))
     ipy_display({prefix + k: v for k, v in bundle.items()}, raw=True, metadata=metadata)
     return value
+
+
+def read_glue(path) -> dict:
+    """The values glued in a notebook's stored outputs, ``{name: text}`` (their ``text/plain`` form, quotes
+    of a glued string removed): how book/paper.md fills its table of the paper's claims from the chapters."""
+    import ast
+    import json
+    from pathlib import Path
+
+    values = {}
+    for cell in json.loads(Path(path).read_text(encoding="utf-8")).get("cells", []):
+        for out in cell.get("outputs", []):
+            name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+            text = out.get("data", {}).get(_GLUE_PREFIX + "text/plain", out.get("data", {}).get("text/plain"))
+            if name and text is not None:
+                text = "".join(text) if isinstance(text, list) else text
+                try:
+                    value = ast.literal_eval(text)
+                    values[name] = value if isinstance(value, str) else text
+                except (ValueError, SyntaxError):
+                    values[name] = text
+    return values

@@ -33,3 +33,17 @@ def test_pick_full_mode(monkeypatch):
 
     monkeypatch.setattr(nb, "QUICK", False)
     assert pick(10, 1) == 10
+
+
+def test_read_glue_round_trip(tmp_path):
+    import json
+
+    from alexnet_lib.notebook import read_glue
+
+    with capture_output() as cap:
+        glue("claim_a", "+1.2 ± 0.3 points (3 seeds)")
+        glue("n", 7)
+    outputs = [dict(output_type="display_data", data=o.data, metadata=o.metadata) for o in cap.outputs]
+    nb = tmp_path / "x.ipynb"
+    nb.write_text(json.dumps(dict(cells=[dict(cell_type="code", outputs=outputs, source="")])))
+    assert read_glue(nb) == {"claim_a": "+1.2 ± 0.3 points (3 seeds)", "n": "7"}
