@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from alexnet_lib.device import bf16_hardware, cpu_name  # noqa: E402
 from alexnet_lib.speed import RUNGS, ladder  # noqa: E402
+from bench import load_average as _load_end  # noqa: E402
 from bench import run_metadata  # noqa: E402
 
 DEFAULT_MODELS = ["alexnet_d2l@224", "alexnet_small@32"]
@@ -114,7 +115,8 @@ def main(argv=None) -> int:
                                for k, v in r.results.items()}))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at end: {load_average()}")
     if a.json:
-        meta.update(seconds=round(time.perf_counter() - t0), ladder=a.ladder, steps=a.steps, rounds=a.rounds)
+        meta.update(seconds=round(time.perf_counter() - t0), load_average_end=_load_end(), ladder=a.ladder,
+                    steps=a.steps, rounds=a.rounds)
         with open(a.json, "w") as f:
             json.dump(dict(meta=meta, results=out), f, indent=1)
     return 0

@@ -38,7 +38,7 @@ from alexnet_lib.speed import (  # noqa: E402
     time_to_accuracy,
     vary_recipe,
 )
-from bench import run_metadata  # noqa: E402
+from bench import load_average, run_metadata  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")  # the recipe's model settings; the rest go to fit
 NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation", "seeds")
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         out = [dict({k: v for k, v in r.items() if k != "history"}, history=r["history"].to_dict())
                for r in runs]
         with open(a.json, "w") as f:
-            json.dump(dict(meta=meta, runs=out), f, indent=1)
+            json.dump(dict(meta=dict(meta, load_average_end=load_average()), runs=out), f, indent=1)
     return 0 if all(r["reached"] is not None for r in runs) else 1
 
 

@@ -23,7 +23,9 @@ START, END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 
 def _machine(meta: dict) -> str:
     return (f"{meta['cpu']}, bf16 computed by {meta['bf16 hardware']}, device {meta['device']}, "
-            f"torch {meta['torch']}, load average at the start {meta['load_average_start']}, {meta['date']}")
+            f"torch {meta['torch']}, load average (1, 5, 15 min) at the start {meta['load_average_start']}"
+            + (f" and at the end {meta['load_average_end']}" if "load_average_end" in meta else "")
+            + f" (2 means both cores were busy with other work too), {meta['date']}")
 
 
 def throughput_section(doc: dict) -> list[str]:
