@@ -129,7 +129,8 @@ def init_weights(module: nn.Module, init: str = "default") -> nn.Module:
       1 / (3 fan_in) (left as constructed; biases keep their default too);
     - ``'xavier'``: Glorot & Bengio (2010), N(0, 2 / (fan_in + fan_out)), biases 0;
     - ``'he'``: He et al. (2015), N(0, 2 / fan_in), made for ReLUs, biases 0;
-    - ``'paper'``: AlexNet's N(0, 0.01^2) (Section 5), biases 0.
+    - ``'paper'``: AlexNet's N(0, 0.01^2) weights (Section 5), biases 0 (the paper sets the biases of
+      conv2, conv4, conv5 and the hidden FC layers to 1; ``get_model('alexnet_small', init='paper')`` does).
     """
     _module(module, "module")
     choice(init, "init", INITS)
