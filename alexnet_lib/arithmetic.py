@@ -8,7 +8,7 @@ dilation d)::
 With ``ceil_mode=True`` (pooling) the floor becomes a ceiling, except that the last window must start
 inside the input or its left padding (PyTorch's rule). Receptive field r and jump j (the distance in input
 pixels between neighbouring outputs) grow layer by layer as ``r_out = r_in + d(k - 1) * j_in`` and
-``j_out = j_in * s`` (Dumoulin & Visin 2016; Araujo et al. 2019).
+``j_out = j_in * s`` (Araujo et al. 2019).
 """
 
 from __future__ import annotations
