@@ -5,8 +5,10 @@ Local response normalisation (paper, Section 3.3)::
     b[i] = a[i] / (k + alpha * sum_{j = max(0, i - n/2)}^{min(N - 1, i + n/2)} a[j]^2) ** beta
 
 with k = 2, n = 5, alpha = 1e-4, beta = 0.75, the sum running over n adjacent channels at the same
-position. ``torch.nn.LocalResponseNorm`` computes the same thing with ``alpha / n`` in place of
-``alpha`` (it averages the squares instead of summing them), so the paper's layer equals
+position (n/2 an integer division; for an even n the formula read literally would sum n + 1 channels, and
+this module, like PyTorch's, sums the n channels from i - n/2 to i + n/2 - 1).
+``torch.nn.LocalResponseNorm`` computes the same thing with ``alpha / n`` in place of ``alpha`` (it
+averages the squares instead of summing them), so the paper's layer equals
 ``nn.LocalResponseNorm(size=n, alpha=alpha * n, beta=beta, k=k)``. ``LocalResponseNorm`` below takes
 the paper's alpha and writes the formula out, so the code reads like the paper.
 """

@@ -289,7 +289,7 @@ def test_fancy_pca_shift_and_crop_flip_match_the_library():
 )
 def test_lrn_matches_local_response_norm(k, n, alpha, beta):
     e = ex.lrn()
-    for key in ("normalised", "pixels255"):
+    for key in ("normalised", "raw"):
         a = e.data[key]
         js = run_js(
             "lrn",
@@ -302,11 +302,11 @@ def test_lrn_matches_local_response_norm(k, n, alpha, beta):
         assert js == pytest.approx(want.tolist(), rel=1e-9, abs=1e-12)
 
 
-def test_lrn_is_a_constant_factor_at_normalised_scale_and_acts_at_255():
+def test_lrn_is_a_constant_factor_at_normalised_scale_and_acts_at_raw_scale():
     """What the chapter-6 explorer shows with the paper's constants on its stored activations."""
     e = ex.lrn()
     lrn = LocalResponseNorm()
-    for key, constant in (("normalised", True), ("pixels255", False)):
+    for key, constant in (("normalised", True), ("raw", False)):
         a = torch.tensor(e.data[key], dtype=torch.float64).view(1, -1, 1, 1)
         ratio = (lrn(a) / a)[a > 0]
         spread = float((ratio.max() - ratio.min()) / ratio.max())

@@ -94,7 +94,7 @@ activations in the page. {STATIC}
 
 Things to try: press **New mask** a few times: each mask keeps a different subset, and the kept units are
 divided by $1-p$ (inverted dropout), so the output sum equals the input sum on average (one mask over 16
-units can be far off), while the paper's training output (`a·m`, no division) is $1-p$ times smaller on
+units can be far off), while the paper's training output (`a·m`, no division) is $(1-p)$ times as large on
 average. Switch **Show** to the test view:
 inverted dropout uses the activations as they are, the paper multiplies them by $1-p$. Raise **Average
 over**: the mean of the inverted-dropout output over many masks approaches the activations themselves,
@@ -108,9 +108,9 @@ its expected value, and the more so the more masks are averaged.""",
 A small synthetic picture (48×48, drawn by the cell) with a 40×40 crop window, a horizontal flip and the
 PCA colour shift $\\sum_i \\mathbf p_i \\alpha_i \\lambda_i$ with the ImageNet eigenvalues and eigenvectors
 of `alexnet_lib.augment` (the same shift as `FancyPCA.shift`).
-{STATIC} (The sliders of section 5.5 need a running kernel.)
+{STATIC} (The sliders of section 5.7 need a running kernel.)
 
-Things to try: **Draw like the paper** draws $\\alpha_i \\sim \\mathcal N(0, 0.1)$, a random crop and a coin
+Things to try: **Draw like the paper** draws $\\alpha_i \\sim \\mathcal N(0, 0.1^2)$, a random crop and a coin
 for the flip; the printed shift is a few grey levels out of 255. Move $\\alpha_1$ to ±1 (ten standard
 deviations): the first eigenvector, almost equal in R, G and B, makes the whole image brighter or darker;
 $\\alpha_2$ and $\\alpha_3$ change the hue, but their eigenvalues are about 12 and 48 times smaller.""",
@@ -122,15 +122,15 @@ $\\alpha_2$ and $\\alpha_3$ change the hue, but their eigenvalues are about 12 a
 
 The widget after this one needs a running kernel. The explorer below applies the paper's LRN (the formula
 of `alexnet_lib.LocalResponseNorm`) to the 32 first channels at one position of conv1 + ReLU of the
-paper's network (its initialisation, seeded) on a small demo image, with inputs either normalised or raw
-0..255 pixels. {STATIC}
+paper's network (its initialisation, seeded) on a small demo image, with inputs either normalised or
+centred raw pixels (values 0..255 minus ImageNet's mean colour, the paper's input scale). {STATIC}
 
-Things to try: with the paper's constants and normalised inputs, $\\alpha \\sum a^2$ (below $10^{{-4}}$)
-is far below $k = 2$ and every channel is divided by the same $k^{{\\beta}}$: the ratio $b/a$ is
-$k^{{-\\beta}} \\approx 0.59$ for all of them. Switch to raw 0..255 pixels: the activations are typically a
-hundred times larger, $\\alpha \\sum a^2$ reaches about 1, half of $k$, and the ratio varies across
-channels (from about 0.44 to 0.59): LRN now damps a channel more when its neighbours are strong. At
-normalised scale, $k = 0.1$ with $\\alpha = 0.1$ makes it act too.""",
+Things to try: with the paper's constants and normalised inputs, $\\alpha \\sum a^2$ is far below $k = 2$
+and every channel is divided by the same $k^{{\\beta}}$: the ratio $b/a$ is $k^{{-\\beta}} \\approx 0.59$ for
+all of them (the line above the chart prints the largest $\\alpha \\sum a^2$ and the range of $b/a$).
+Switch to centred raw pixels: the activations are much larger, $\\alpha \\sum a^2$ is no longer
+negligible against $k$, and the ratio varies across channels: LRN now divides a channel by more where it
+and its neighbours are strong. At normalised scale, $k = 0.1$ with $\\alpha = 0.1$ makes it act too.""",
         "# explorer: lrn\nfrom alexnet_lib.explore import lrn\n\nlrn()",
     )],
     "08_training_fast.ipynb": [(

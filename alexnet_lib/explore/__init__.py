@@ -253,7 +253,8 @@ def augmentation(size: int = 48, crop: int = 40) -> Explorer:
 
 def lrn(seed: int = 0, channels: int = 32) -> Explorer:
     """Chapter 6: the paper's LRN on the channel vector at one position of conv1's output (the paper's
-    network with its initialisation, on the demo image at normalised-pixel and at 0..255 scale)."""
+    network with its initialisation, on the demo image with normalised pixels and with centred raw pixels:
+    0..255 minus the per-channel mean, the paper's input scale)."""
     import torch
 
     from ..models import get_model
@@ -264,12 +265,12 @@ def lrn(seed: int = 0, channels: int = 32) -> Explorer:
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         out_norm = torch.relu(conv((img / 255 - mean) / std))
-        out_255 = torch.relu(conv(img))
+        out_raw = torch.relu(conv(img - 255 * mean))  # the paper's input: raw 0..255 values minus their mean
     # the position whose channel vector has the most energy at normalised scale
     energy = out_norm[0].pow(2).sum(0)
     pos = divmod(int(energy.argmax()), energy.shape[1])
     pick = lambda t: [round(float(v), 5) for v in t[0, :channels, pos[0], pos[1]]]  # noqa: E731
-    return Explorer("lrn", {"normalised": pick(out_norm), "pixels255": pick(out_255), "position": list(pos),
+    return Explorer("lrn", {"normalised": pick(out_norm), "raw": pick(out_raw), "position": list(pos),
                             "k": 2.0, "n": 5, "alpha": 1e-4, "beta": 0.75},
                     "Local response normalisation on conv1's channels")
 

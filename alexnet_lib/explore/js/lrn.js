@@ -14,7 +14,7 @@ AX.explorers.lrn = {
   mount: function (root, data) {
     var self = this;
     var scale = AX.control(root, {kind: "select", label: "Input pixels", name: "scale", value: "normalised",
-      options: [["normalised", "normalised (ImageNet mean and std)"], ["pixels255", "raw 0..255"]], onchange: update});
+      options: [["normalised", "normalised (ImageNet mean and std)"], ["raw", "centred raw (0..255 minus the mean)"]], onchange: update});
     var k = AX.control(root, {kind: "range", label: "k", name: "k", min: 0, max: 4, step: 0.1, value: data.k, onchange: update,
       format: function (v) { return v.toFixed(1); }});
     var n = AX.control(root, {kind: "range", label: "n", name: "n", min: 1, max: 15, step: 1, value: data.n, onchange: update});
