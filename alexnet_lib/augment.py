@@ -5,8 +5,8 @@ Krizhevsky, Sutskever & Hinton (2012) enlarge the training set in two label-pres
 1. random 224x224 patches of the 256x256 training images and their horizontal reflections;
 2. "fancy PCA" colour augmentation: to every pixel of an image add
    ``[p1, p2, p3] @ [a1*l1, a2*l2, a3*l3]``, where ``p_i, l_i`` are the eigenvectors and eigenvalues
-   of the 3x3 covariance of RGB pixel values over the training set and ``a_i ~ N(0, 0.1)`` is drawn
-   once per image (per presentation of the image).
+   of the 3x3 covariance of RGB pixel values over the training set and ``a_i ~ N(0, 0.1^2)`` (a Gaussian
+   with standard deviation 0.1) is drawn once per image (per presentation of the image).
 
 At test time the network averages its softmax over ten 224x224 patches: the four corners and the centre
 of the image, and their horizontal reflections.
@@ -21,6 +21,8 @@ Everything here works on float tensors on any device:
   :class:`alexnet_lib.data.DeviceLoader` / ``fit``).
 * :func:`ten_crop_predict` -- the paper's ten-patch test-time averaging.
 * :func:`num_translations` -- the count behind the paper's "factor of 2048".
+* :func:`illuminate`, :func:`random_illumination` -- render grey (or RGB) images under a per-image light
+  of random intensity and colour, for experiments on what colour augmentation buys.
 
 The widely used ImageNet constants :data:`IMAGENET_PCA_EIGVAL` / :data:`IMAGENET_PCA_EIGVEC` are those of
 fb.resnet.torch (``datasets/imagenet.lua``: "Computed from random subset of ImageNet training images",
@@ -44,7 +46,9 @@ __all__ = [
     "IMAGENET_PCA_EIGVEC",
     "FancyPCA",
     "RandomCropFlip",
+    "illuminate",
     "num_translations",
+    "random_illumination",
     "rgb_pca",
     "ten_crop_predict",
     "ten_crops",
@@ -123,8 +127,98 @@ def _generator(generator):
     return generator
 
 
+def _rgb_vector(value, name: str, *, positive: bool = False, rows: int | None = None,
+                hint: str = "") -> torch.Tensor:
+    """``value`` as a finite float32 tensor of shape (3,) (or (rows, 3) / (3,) when ``rows`` is given)."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise TypeError(f"{name} must be three numbers (R, G, B) or a tensor, got {value!r:.60}; {hint}")
+    try:
+        t = torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be three numbers (R, G, B) or a tensor, got {value!r:.60} "
+                        f"({type(value).__name__}); {hint}") from e
+    shapes = [(3,)] + ([(rows, 3)] if rows is not None else [])
+    if tuple(t.shape) not in shapes:
+        want = " or ".join(str(s) for s in shapes)
+        raise ValueError(f"{name} must have shape {want} (one value per RGB channel), got {tuple(t.shape)}; "
+                         f"{hint}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} must be finite, got {t.tolist()}; {hint}")
+    if positive and (t <= 0).any():
+        raise ValueError(f"{name} must be > 0, got {t.tolist()}; {hint}")
+    if not positive and (t < 0).any():
+        raise ValueError(f"{name} must be >= 0, got {t.tolist()}; {hint}")
+    return t
+
+
+def illuminate(images: torch.Tensor, gain, offset=None) -> torch.Tensor:
+    """Images seen under a per-image light: ``clamp(images * gain + offset, 0, 1)``, channel by channel.
+
+    A minimal model of illumination, for experiments on what colour augmentation buys (chapter 5).
+    ``images`` are uint8 (0..255) or float in [0, 1], shape ``(N, C, H, W)`` with ``C = 1`` (grey, used
+    for all three channels) or ``C = 3``; their values play the part of the objects' reflectance.
+    ``gain`` ((3,) or (N, 3), >= 0) is the light falling on the object, per channel: its intensity and its
+    colour multiply what the object reflects, so a black pixel stays black. ``offset`` ((3,) or (N, 3),
+    >= 0, default none) is light added to every pixel whatever the object reflects (ambient or veiling
+    light, on the [0, 1] scale); this part is a constant colour per image, the kind of change that fancy
+    PCA adds. Returns RGB images ``(N, 3, H, W)``: uint8 (rounded) for uint8 input, else float.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a tensor (N, C, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, 1, H, W) (grey) or (N, 3, H, W) (RGB), got "
+                         f"{tuple(images.shape)}; add axes with images.unsqueeze(1) for (N, H, W)")
+    if images.dtype != torch.uint8 and not torch.is_floating_point(images):
+        raise TypeError(f"images must be uint8 (0..255) or float in [0, 1], got {images.dtype}")
+    n = images.shape[0]
+    hint = "e.g. gain=torch.ones(3) for white light; see random_illumination"
+    gain = _rgb_vector(gain, "gain", rows=n, hint=hint).reshape(-1, 3)
+    if offset is None:
+        offset = torch.zeros(1, 3)
+    else:
+        hint = "e.g. offset=(0.1, 0.1, 0.1) for grey added light; see random_illumination"
+        offset = _rgb_vector(offset, "offset", rows=n, hint=hint).reshape(-1, 3)
+    x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+    dev = x.device
+    out = (x * gain.to(dev).view(-1, 3, 1, 1) + offset.to(dev).view(-1, 3, 1, 1)).clamp(0, 1)
+    if images.dtype == torch.uint8:
+        return (out * 255).round().to(torch.uint8)
+    return out.to(images.dtype)
+
+
+def random_illumination(n: int, intensity: tuple[float, float] = (0.8, 1.0), cast: float = 0.05,
+                        ambient: float = 0.0, ambient_cast: float = 0.0,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random lights for :func:`illuminate`: ``(gain, offset)``, each of shape (n, 3).
+
+    ``gain = s * exp(cast * z)`` with ``s ~ U(intensity)`` and ``z ~ N(0, I)`` per channel: a light of
+    random intensity whose colour departs from white by a log-normal factor per channel (``cast=0``:
+    white light). ``offset = a * exp(ambient_cast * z')`` with ``a ~ U(0, ambient)``: light of random
+    level and colour added to every pixel (``ambient=0``: none). ``generator`` makes the draws
+    reproducible.
+    """
+    n = integer(n, "n", hint="the number of images, e.g. n=1000")
+    if (isinstance(intensity, (str, bytes)) or not hasattr(intensity, "__len__")
+            or len(intensity) != 2):
+        raise TypeError(f"intensity must be a pair (low, high), got {intensity!r:.60}; "
+                        "e.g. intensity=(0.8, 1.0)")
+    low = number(intensity[0], "intensity[0]", minimum=0, hint="e.g. intensity=(0.8, 1.0)")
+    high = number(intensity[1], "intensity[1]", minimum=low,
+                  hint="intensity is (low, high) with low <= high, e.g. (0.8, 1.0)")
+    cast = number(cast, "cast", minimum=0, hint="the std of the log colour factors, e.g. cast=0.05")
+    ambient = number(ambient, "ambient", minimum=0, hint="the largest added light level, e.g. ambient=0.3")
+    ambient_cast = number(ambient_cast, "ambient_cast", minimum=0,
+                          hint="the std of the log colour factors of the added light, e.g. 0.5")
+    _generator(generator)
+    s = low + (high - low) * torch.rand(n, 1, generator=generator)
+    gain = s * torch.exp(cast * torch.randn(n, 3, generator=generator))
+    a = ambient * torch.rand(n, 1, generator=generator)
+    offset = a * torch.exp(ambient_cast * torch.randn(n, 3, generator=generator))
+    return gain, offset
+
+
 class FancyPCA(nn.Module):
-    """The paper's PCA colour augmentation: ``x + eigvecs @ (alpha * eigvals)``, ``alpha ~ N(0, std)``.
+    """The paper's PCA colour augmentation: ``x + eigvecs @ (alpha * eigvals)``, ``alpha ~ N(0, std^2)``.
 
     One ``alpha`` (3 numbers) is drawn per image and the same RGB shift is added to every pixel of it.
     Works on a float batch ``(N, 3, H, W)`` or a single image ``(3, H, W)`` on any device (the eigen-pairs
@@ -134,14 +228,34 @@ class FancyPCA(nn.Module):
     is what the widgets use. ``generator`` (a CPU ``torch.Generator``) makes the draws reproducible; they
     are made on the CPU and moved, so a seed gives the same shifts on every device.
 
-    The shift has the units of the eigenvalues times the pixels': compute the eigen-pairs from pixels on
-    the same scale as the images you augment (for normalised images, the normalised pixels).
+    Which pixels to compute the eigen-pairs on (the recommended variant): the RGB pixels themselves,
+    *not* per-channel normalised ones, on the [0, 1] scale. The paper performs PCA "on the set of RGB
+    pixel values" and trains on pixels from which only the training set's mean activity is subtracted,
+    with no division by a standard deviation; so its principal components are those of unscaled RGB
+    values, and its shift is added to them. So: ``rgb_pca`` on [0, 1] images, and ``FancyPCA`` applied
+    to [0, 1] images before ``Normalize``; or, on
+    batches already normalised as ``(x - mean) / sigma`` (``DeviceLoader``/``fit(augment=...)``), pass
+    ``norm_std=sigma``, which divides the shift by ``sigma`` per channel and so adds exactly the same
+    augmentation. Computing the eigen-pairs on normalised pixels instead is a different augmentation:
+    their covariance is ``D^-1 Sigma D^-1`` with ``D = diag(sigma)``, whose eigenvectors are not the
+    paper's principal components (unless the three sigmas are equal) and whose eigenvalues, variances,
+    grow by about ``1/sigma^2`` while the image grows by ``1/sigma``: the shift relative to the image is
+    about ``1/sigma`` times larger (about 4.4 times for ImageNet's sigma of about 0.23). The shift is in
+    the eigenvalues' squared units times ``alpha``, so the strength also depends on the pixel scale: on
+    0..255 pixels the same ``std`` gives a shift 255 times larger relative to the image. The paper does
+    not state the numerical scale of its pixels; [0, 1] is the convention of the common
+    reimplementations (fb.resnet.torch, whose constants are :data:`IMAGENET_PCA_EIGVAL` /
+    :data:`IMAGENET_PCA_EIGVEC`).
     """
 
     def __init__(self, eigvals=IMAGENET_PCA_EIGVAL, eigvecs=IMAGENET_PCA_EIGVEC, std: float = 0.1,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, norm_std=None):
         std = number(std, "std", minimum=0, hint="the std of each random alpha; the paper's is 0.1")
         _generator(generator)
+        if norm_std is not None:
+            norm_std = _rgb_vector(norm_std, "norm_std", positive=True,
+                                   hint="the per-channel std the batches were normalised with, "
+                                        "e.g. norm_std=IMAGENET_STD")
         eigvals = torch.as_tensor(eigvals, dtype=torch.float32)
         eigvecs = torch.as_tensor(eigvecs, dtype=torch.float32)
         if eigvals.numel() != 3 or eigvecs.numel() != 9:
@@ -154,18 +268,21 @@ class FancyPCA(nn.Module):
         super().__init__()
         self.register_buffer("eigvals", eigvals.clone())
         self.register_buffer("eigvecs", eigvecs.clone())
+        self.register_buffer("norm_std", None if norm_std is None else norm_std.clone())
         self.std = float(std)
         self.generator = generator
 
     def sample_alpha(self, n: int) -> torch.Tensor:
-        """``n`` draws of alpha ~ N(0, std), shape (n, 3), on the CPU."""
+        """``n`` draws of alpha ~ N(0, std^2), shape (n, 3), on the CPU."""
         n = integer(n, "n", hint="the number of images, e.g. n=128")
         return torch.randn(n, 3, generator=self.generator) * self.std
 
     def shift(self, alpha: torch.Tensor) -> torch.Tensor:
-        """The RGB shift(s) for ``alpha`` of shape (3,) or (N, 3): ``eigvecs @ (alpha * eigvals)``."""
+        """The RGB shift(s) that ``forward`` adds for ``alpha`` of shape (3,) or (N, 3):
+        ``eigvecs @ (alpha * eigvals)``, divided by ``norm_std`` when it is set."""
         alpha = torch.as_tensor(alpha, dtype=torch.float32, device=self.eigvals.device)
-        return (alpha * self.eigvals) @ self.eigvecs.T
+        rgb = (alpha * self.eigvals) @ self.eigvecs.T
+        return rgb if self.norm_std is None else rgb / self.norm_std
 
     def forward(self, x: torch.Tensor, *rest, alpha: torch.Tensor | None = None):
         single = x.dim() == 3
@@ -177,7 +294,7 @@ class FancyPCA(nn.Module):
         if alpha is None:
             alpha = self.sample_alpha(n)
         alpha = torch.as_tensor(alpha, dtype=torch.float32).reshape(-1, 3).expand(n, 3)
-        rgb = (alpha.to(self.eigvals.device) * self.eigvals) @ self.eigvecs.T  # (n, 3)
+        rgb = self.shift(alpha.to(self.eigvals.device))  # (n, 3)
         rgb = rgb.to(device=x.device, dtype=x.dtype).view(n, 3, 1, 1)
         out = x + (rgb[0] if single else rgb)
         if hasattr(x, "as_subclass") and type(x) is not torch.Tensor:  # keep tv_tensors.Image etc.
@@ -186,7 +303,9 @@ class FancyPCA(nn.Module):
 
     def extra_repr(self) -> str:
         vals = ", ".join(f"{v:.4g}" for v in self.eigvals.tolist())
-        return f"eigvals=({vals}), std={self.std}"
+        norm = "" if self.norm_std is None else ", norm_std=(" + ", ".join(
+            f"{v:.4g}" for v in self.norm_std.tolist()) + ")"
+        return f"eigvals=({vals}), std={self.std}{norm}"
 
 
 class RandomCropFlip(nn.Module):

@@ -10,7 +10,9 @@ from alexnet_lib.augment import (
     IMAGENET_PCA_EIGVEC,
     FancyPCA,
     RandomCropFlip,
+    illuminate,
     num_translations,
+    random_illumination,
     rgb_pca,
     ten_crop_predict,
     ten_crops,
@@ -185,3 +187,91 @@ def test_bad_augmentation_arguments_are_refused():
     crop = RandomCropFlip(40).eval()  # eval mode used to return garbage offsets for a too-large crop
     with pytest.raises(ValueError, match=r"crop \(40, 40\) is larger than the padded image \(32, 32\)"):
         crop(torch.zeros(1, 3, 32, 32))
+
+
+def test_fancy_pca_norm_std_equals_augmenting_before_normalising():
+    eigvals, eigvecs = rgb_pca(_pixels_with_cov(KNOWN_COV))
+    mean = torch.tensor([0.5, 0.4, 0.3]).view(3, 1, 1)
+    sigma = torch.tensor([0.25, 0.2, 0.3])
+    x = torch.rand(4, 3, 6, 6)
+    alpha = torch.randn(4, 3, generator=torch.Generator().manual_seed(2)) * 0.1
+    before = (FancyPCA(eigvals, eigvecs)(x, alpha=alpha) - mean) / sigma.view(3, 1, 1)
+    pca = FancyPCA(eigvals, eigvecs, norm_std=sigma)
+    after = pca((x - mean) / sigma.view(3, 1, 1), alpha=alpha)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pca.shift(alpha), FancyPCA(eigvals, eigvecs).shift(alpha) / sigma)
+    assert "norm_std=(0.25, 0.2, 0.3)" in repr(pca)
+    # Seeded draws are the same with and without norm_std: only the scale of the shift changes.
+    a = FancyPCA(eigvals, eigvecs, generator=torch.Generator().manual_seed(0))(torch.zeros(2, 3, 1, 1))
+    b = FancyPCA(eigvals, eigvecs, generator=torch.Generator().manual_seed(0), norm_std=sigma)(
+        torch.zeros(2, 3, 1, 1))
+    torch.testing.assert_close(b, a / sigma.view(3, 1, 1))
+    with pytest.raises(ValueError, match="norm_std must be > 0"):
+        FancyPCA(norm_std=(0.2, 0.0, 0.2))
+    with pytest.raises(ValueError, match=r"norm_std must have shape \(3,\)"):
+        FancyPCA(norm_std=(0.2, 0.2))
+    with pytest.raises(TypeError, match="norm_std must be three numbers"):
+        FancyPCA(norm_std="0.2")
+
+
+def test_illuminate_multiplies_adds_and_clamps():
+    grey = torch.tensor([0, 100, 200, 255], dtype=torch.uint8).view(1, 1, 2, 2).repeat(2, 1, 1, 1)
+    gain = torch.tensor([[1.0, 0.5, 2.0], [0.0, 1.0, 1.0]])
+    offset = torch.tensor([[0.0, 0.0, 0.0], [0.2, 0.0, 1.0]])
+    out = illuminate(grey, gain, offset)
+    assert out.shape == (2, 3, 2, 2) and out.dtype == torch.uint8
+    g = grey.float() / 255
+    expected = (g * gain.view(2, 3, 1, 1) + offset.view(2, 3, 1, 1)).clamp(0, 1)
+    assert torch.equal(out, (expected * 255).round().to(torch.uint8))
+    assert out[0, :, 0, 0].tolist() == [0, 0, 0]        # a black pixel stays black under any gain
+    assert out[1, 2].eq(255).all() and out[1, 0].eq(51).all()  # added light reaches every pixel
+    # White light without added light leaves the image unchanged; floats stay floats.
+    x = torch.rand(3, 3, 4, 4)
+    torch.testing.assert_close(illuminate(x, torch.ones(3)), x)
+    assert illuminate(x.double(), torch.ones(3)).dtype == torch.float64
+    # A grey image under coloured light: each channel is the grey image times its gain.
+    y = illuminate(x[:, :1], (0.2, 0.4, 0.6))
+    torch.testing.assert_close(y, x[:, :1] * torch.tensor([0.2, 0.4, 0.6]).view(1, 3, 1, 1))
+
+
+def test_illuminate_refuses_bad_arguments():
+    x = torch.rand(2, 1, 4, 4)
+    with pytest.raises(TypeError, match="images must be a tensor"):
+        illuminate([[0.5]], torch.ones(3))
+    with pytest.raises(ValueError, match="images must have shape"):
+        illuminate(torch.rand(2, 2, 4, 4), torch.ones(3))
+    with pytest.raises(TypeError, match="images must be uint8"):
+        illuminate(torch.zeros(2, 1, 4, 4, dtype=torch.int64), torch.ones(3))
+    with pytest.raises(ValueError, match=r"gain must have shape \(3,\) or \(2, 3\)"):
+        illuminate(x, torch.ones(3, 3))
+    with pytest.raises(ValueError, match="gain must be >= 0"):
+        illuminate(x, (1.0, -0.1, 1.0))
+    with pytest.raises(ValueError, match="offset must be finite"):
+        illuminate(x, torch.ones(3), (0.0, float("nan"), 0.0))
+    with pytest.raises(TypeError, match="gain must be three numbers"):
+        illuminate(x, "white")
+
+
+def test_random_illumination_draws_and_checks():
+    g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    gain, offset = random_illumination(1000, intensity=(0.3, 0.6), cast=0.0, generator=g())
+    assert gain.shape == offset.shape == (1000, 3)
+    assert torch.equal(gain[:, :1].expand(-1, 3), gain)              # cast 0: white light
+    assert gain.min() >= 0.3 and gain.max() <= 0.6 and torch.equal(offset, torch.zeros(1000, 3))
+    gain2, offset2 = random_illumination(1000, intensity=(0.3, 0.6), cast=0.0, generator=g())
+    assert torch.equal(gain, gain2) and torch.equal(offset, offset2)  # seeded
+    gain, offset = random_illumination(4000, cast=0.3, ambient=0.2, ambient_cast=0.0, generator=g())
+    log_ratio = (gain[:, 0] / gain[:, 1]).log()                       # = 0.3 (z_R - z_G): std 0.3 * sqrt(2)
+    assert abs(log_ratio.std().item() - 0.3 * 2 ** 0.5) < 0.03
+    assert torch.equal(offset[:, :1].expand(-1, 3), offset)          # grey added light
+    assert offset.min() >= 0 and offset.max() <= 0.2
+    with pytest.raises(ValueError, match="intensity\\[1\\] must be >= 0.8"):
+        random_illumination(5, intensity=(0.8, 0.5))
+    with pytest.raises(TypeError, match="intensity must be a pair"):
+        random_illumination(5, intensity=0.8)
+    with pytest.raises(ValueError, match="cast must be >= 0"):
+        random_illumination(5, cast=-1)
+    with pytest.raises(TypeError, match="n must be an integer"):
+        random_illumination(2.5)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        random_illumination(5, generator=0)

@@ -23,7 +23,7 @@ AX.explorers.augmentation = {
       return AX.control(root, {kind: "range", label: "α" + (i + 1), name: "alpha" + (i + 1), min: -1, max: 1, step: 0.01, value: 0,
         onchange: update, format: function (v) { return v.toFixed(2); }});
     });
-    var draw = AX.button("Draw like the paper (α ~ N(0, " + data.std + "), random crop and flip)", function () {
+    var draw = AX.button("Draw like the paper (α ~ N(0, " + data.std + "²), random crop and flip)", function () {
       al.forEach(function (a) { a.set((rng.normal() * data.std).toFixed(2)); });
       cx.set(Math.floor(rng.uniform() * (S - C + 1))); cy.set(Math.floor(rng.uniform() * (S - C + 1)));
       flip.set(rng.uniform() < 0.5); update();
@@ -42,7 +42,7 @@ AX.explorers.augmentation = {
       AX.h("figure", {style: "flex:1 1 12em;max-width:" + S * 5 + "px;margin:0"}, [c1, AX.h("figcaption", {"class": "axe-note", text: S + "×" + S + " image, crop window"})]),
       AX.h("figure", {style: "flex:1 1 10em;max-width:" + C * 5 + "px;margin:0"}, [c2, AX.h("figcaption", {"class": "axe-note", text: C + "×" + C + " crop as the network sees it"})])]));
     root.appendChild(AX.h("p", {"class": "axe-note", text: "Eigenvalues (ImageNet, [0, 1] pixels, alexnet_lib.augment): " +
-      data.eigval.join(", ") + ". The paper draws α ~ N(0, " + data.std + "); the sliders go to ±1 (10 standard deviations) so the shift can be seen."}));
+      data.eigval.join(", ") + ". The paper draws α ~ N(0, " + data.std + "²), standard deviation " + data.std + "; the sliders go to ±1 (10 standard deviations) so the shift can be seen."}));
     function paint(canvas, px, w, scale) {
       var g = canvas.getContext("2d"), im = g.createImageData(w, w);
       for (var i = 0; i < w * w; i++) { for (var c = 0; c < 3; c++) im.data[i * 4 + c] = Math.max(0, Math.min(255, Math.round(px[i * 3 + c] * scale))); im.data[i * 4 + 3] = 255; }
