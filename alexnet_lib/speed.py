@@ -5,7 +5,9 @@
    utilisation;
 2. :func:`time_to_accuracy`: how long a *recipe* (a model and how ``fit`` trains it;
    :data:`FAST_RECIPE`) takes to reach a test accuracy;
-3. :func:`recipe_ablation`: the recipe with one ingredient changed at a time (:data:`ABLATIONS`).
+3. :func:`recipe_ablation`: the recipe with one ingredient changed at a time (:data:`ABLATIONS`), over
+   several seeds, summarised by :func:`ablation_summary` as paired per-seed differences with a verdict
+   only where a difference stands out of its spread (:func:`paired_verdict`).
 
 The scripts in ``bench/`` run the same functions. The ladder's rungs:
 
@@ -39,6 +41,8 @@ counted by :func:`alexnet_lib.arithmetic.train_flops`, the peaks measured by
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import statistics
 import time
@@ -53,9 +57,10 @@ from .device import DTYPE_NAMES, amp_dtype, autocast, peak_stats, select_device,
 from .models import get_model
 from .train import fit
 
-__all__ = ["ABLATIONS", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop", "LadderResult",
-           "LoopResult", "TutorialLoop", "ablation_table", "ladder", "measure_loops", "predicted_epoch_time",
-           "recipe_ablation", "recipe_model", "time_to_accuracy", "vary_recipe"]
+__all__ = ["ABLATIONS", "ABLATION_COMPARE", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop",
+           "LadderResult", "LoopResult", "TutorialLoop", "ablation_summary", "ablation_table", "ladder",
+           "measure_loops", "onecycle_options", "paired_verdict", "predicted_epoch_time", "recipe_ablation",
+           "recipe_model", "t_quantile", "time_to_accuracy", "vary_recipe"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
 RUNG_LABELS = {
@@ -423,10 +428,48 @@ FAST_RECIPE = {
 }
 
 
-def vary_recipe(recipe: dict, model: dict | None = None, fit: dict | None = None) -> dict:
+def vary_recipe(recipe: dict, model: dict | None = None, fit: dict | None = None,
+                onecycle: dict | None = None) -> dict:
     """A copy of ``recipe`` with some model and fit settings changed (the others kept):
-    ``vary_recipe(FAST_RECIPE, model=dict(width=0.5), fit=dict(epochs=2))``."""
-    return {"model": {**recipe["model"], **(model or {})}, "fit": {**recipe["fit"], **(fit or {})}}
+    ``vary_recipe(FAST_RECIPE, model=dict(width=0.5), fit=dict(epochs=2))``.
+
+    ``onecycle``: keyword arguments added to the ``torch.optim.lr_scheduler.OneCycleLR`` that ``fit``
+    builds for ``schedule='onecycle'`` (see :func:`onecycle_options`), kept under the recipe's
+    ``"onecycle"`` key, e.g. ``onecycle=dict(cycle_momentum=False)``."""
+    out = {"model": {**recipe["model"], **(model or {})}, "fit": {**recipe["fit"], **(fit or {})}}
+    options = {**recipe.get("onecycle", {}), **(onecycle or {})}
+    if options:
+        out["onecycle"] = options
+    return out
+
+
+@contextlib.contextmanager
+def onecycle_options(**options):
+    """Within the block, the ``OneCycleLR`` that :func:`~alexnet_lib.train.fit` builds for
+    ``schedule='onecycle'`` gets ``options`` on top of fit's own arguments.
+
+    ``fit`` builds ``OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)`` with PyTorch's other
+    defaults: a warm-up from ``lr / 25`` over the first 30% of the steps, cosine annealing down to
+    ``lr / 25 / 1e4``, and ``cycle_momentum=True``, which *replaces* SGD's momentum (fit's ``momentum``,
+    0.9) by a cycle from 0.95 down to 0.85 and back, opposite to the learning rate. The ablation uses
+    ``onecycle_options(cycle_momentum=False)`` to keep the momentum at 0.9 and change nothing else. (fit
+    has no argument for it; this swaps the class in ``torch.optim.lr_scheduler`` for a subclass while
+    the block runs, and puts it back.)"""
+    if not options:
+        yield
+        return
+    schedulers = torch.optim.lr_scheduler
+    original = schedulers.OneCycleLR
+
+    class OneCycleLR(original):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, **options})
+
+    schedulers.OneCycleLR = OneCycleLR
+    try:
+        yield
+    finally:
+        schedulers.OneCycleLR = original
 
 
 def recipe_model(recipe: dict, data: ImageData | None = None) -> nn.Module:
@@ -453,7 +496,8 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
                      test: ImageData | None = None, device=None, progress: bool = True,
                      n_train: int | None = None, n_test: int | None = None) -> dict:
     """Train ``recipe`` (default :data:`FAST_RECIPE`) with :func:`~alexnet_lib.train.fit` on Fashion-MNIST
-    and measure how long it takes, evaluating on the test set after every epoch.
+    and measure how long it takes, evaluating on the test set after every epoch. The recipe's seed sets
+    the initial weights, the order of the batches and the ``n_train`` subset.
 
     Returns a dict: ``recipe``, ``history`` (the :class:`~alexnet_lib.train.History`), ``accuracy``
     (final test top-1), ``train_eval_s`` (training + per-epoch evaluation, the sum of fit's epoch
@@ -472,7 +516,8 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
     if n_test is not None:
         test = test.subset(n_test)
     model = recipe_model(recipe, train)
-    h = fit(model, train, test, device=device, progress=progress, **recipe["fit"])
+    with onecycle_options(**recipe.get("onecycle", {})):
+        h = fit(model, train, test, device=device, progress=progress, **recipe["fit"])
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     reached = next((i for i, a in enumerate(h.test_top1) if a >= target), None)
     return dict(recipe=recipe, history=h, accuracy=h.test_top1[-1], train_eval_s=h.wall_time[-1],
@@ -483,52 +528,177 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
                 n_train=len(train), n_test=len(test))
 
 
-#: One change at a time away from :data:`FAST_RECIPE` (:func:`vary_recipe`'s ``model`` and ``fit``
-#: changes): what each ingredient of the recipe is worth.
+#: One change at a time away from :data:`FAST_RECIPE` (:func:`vary_recipe`'s ``model``, ``fit`` and
+#: ``onecycle`` changes): what each ingredient of the recipe is worth. Each row differs from the row it
+#: is compared with (:data:`ABLATION_COMPARE`) in one thing only. The recipe's one-cycle schedule also
+#: cycles SGD's momentum (PyTorch's ``OneCycleLR`` default), so "constant lr" is compared with "no
+#: momentum cycle", not with the recipe: against the recipe it would change two things.
 ABLATIONS = {
     "fast recipe": {},
     "no label smoothing": dict(fit=dict(label_smoothing=0.0)),
-    "constant lr (no one-cycle)": dict(fit=dict(schedule=None, lr=0.02)),
-    "no BatchNorm": dict(model=dict(norm=None), fit=dict(lr=0.02)),
+    "no momentum cycle": dict(onecycle=dict(cycle_momentum=False)),
+    "constant lr": dict(fit=dict(schedule=None)),
+    "no BatchNorm": dict(model=dict(norm=None)),
     "fp32 (no bf16)": dict(fit=dict(precision="fp32")),
-    "width 0.5": dict(model=dict(width=0.5)),
-    "2 epochs": dict(fit=dict(epochs=2)),
+}
+
+#: For each row of :data:`ABLATIONS` but the first: (the row it is compared with, the one thing that
+#: differs). Rows not listed are compared with the first row.
+ABLATION_COMPARE = {
+    "no label smoothing": ("fast recipe", "label smoothing 0.1 -> none"),
+    "no momentum cycle": ("fast recipe", "OneCycleLR's momentum cycle (0.95 -> 0.85 -> 0.95) -> fixed 0.9"),
+    "constant lr": ("no momentum cycle", "one-cycle learning rate (peak 0.1) -> constant 0.1"),
+    "no BatchNorm": ("fast recipe", "BatchNorm layers removed (learning rate stays 0.1)"),
+    "fp32 (no bf16)": ("fast recipe", "bf16 autocast -> fp32"),
 }
 
 
-def recipe_ablation(variants: dict | None = None, base: dict | None = None, **kwargs) -> dict:
+def recipe_ablation(variants: dict | None = None, base: dict | None = None, seeds=None, **kwargs) -> dict:
     """Run :func:`time_to_accuracy` for ``base`` (default :data:`FAST_RECIPE`) changed by each entry of
-    ``variants`` (default :data:`ABLATIONS`: name -> ``{"model": ..., "fit": ...}``, the settings it
-    changes, see :func:`vary_recipe`), one after the other.
-    ``kwargs`` go to :func:`time_to_accuracy` (``train``, ``test``, ``n_train``, ...). A run that diverges
-    is reported, not raised: its entry holds ``diverged`` (the error message) and accuracy ``nan``.
-    Returns {name: time_to_accuracy's dict}."""
+    ``variants`` (default :data:`ABLATIONS`: name -> ``{"model": ..., "fit": ..., "onecycle": ...}``, the
+    settings it changes, see :func:`vary_recipe`), once per seed in ``seeds`` (default: the base recipe's
+    seed). The same seed gives every variant the same initial weights (where the model is the same), the
+    same order of batches and the same ``n_train`` subset, so the variants can be compared seed by seed.
+
+    Interleaved as :func:`ladder` is: for each seed every variant in turn, in alternating order, so a
+    change in machine load hits all variants alike. ``kwargs`` go to :func:`time_to_accuracy` (``train``,
+    ``test``, ``n_train``, ...). A run that diverges is reported, not raised: its entry holds ``diverged``
+    (the error message) and accuracy ``nan``. Returns {name: [time_to_accuracy's dict for each seed]}."""
     from .train import TrainingDivergedError
 
     base = FAST_RECIPE if base is None else base
-    out = {}
-    for name, change in (ABLATIONS if variants is None else variants).items():
-        recipe = vary_recipe(base, **change)
-        try:
-            out[name] = time_to_accuracy(recipe, **kwargs)
-        except TrainingDivergedError as e:
-            out[name] = dict(recipe=recipe, diverged=str(e).splitlines()[0], accuracy=float("nan"),
-                             train_eval_s=float("nan"), reached=None, time_to_target_s=None)
+    variants = ABLATIONS if variants is None else variants
+    seeds = [base["fit"].get("seed", 0)] if seeds is None else list(seeds)
+    out = {name: [None] * len(seeds) for name in variants}
+    for i, seed in enumerate(seeds):
+        names = list(variants) if i % 2 == 0 else list(variants)[::-1]
+        for name in names:
+            recipe = vary_recipe(vary_recipe(base, **variants[name]), fit=dict(seed=seed))
+            try:
+                out[name][i] = time_to_accuracy(recipe, **kwargs)
+            except TrainingDivergedError as e:
+                out[name][i] = dict(recipe=recipe, diverged=str(e).splitlines()[0], accuracy=float("nan"),
+                                    train_eval_s=float("nan"), reached=None, time_to_target_s=None)
     return out
 
 
-def ablation_table(results: dict) -> str:
-    """The results of :func:`recipe_ablation` as a text table (accuracy and time of every variant,
-    compared with the first)."""
-    first = next(iter(results.values()))
-    lines = [f"{'variant':<28}{'test acc':>9}{'vs first':>10}{'train+eval':>12}{'vs first':>10}"
-             f"{'reached target':>16}"]
-    for name, r in results.items():
-        if "diverged" in r:
-            lines.append(f"{name:<28}{'diverged':>9}   {r['diverged'][:60]}")
+# --- paired comparisons over seeds -------------------------------------------------------------------
+
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t_quantile(df: int) -> float:
+    """Student's t 0.975 quantile for ``df`` degrees of freedom (the half-width factor of a two-sided 95%
+    confidence interval): a table up to 30, then the Cornish-Fisher approximation 1.96 + 2.37 / df."""
+    if df < 1:
+        raise ValueError(f"df must be at least 1, got {df}")
+    return _T975[df - 1] if df <= len(_T975) else 1.95996 + 2.3703 / df
+
+
+def paired_verdict(diffs, *, unit: str = "points", more: str = "higher", less: str = "lower",
+                   digits: int = 2, over: str = "seeds") -> dict:
+    """Summarise paired per-seed differences ``diffs`` (variant minus the row it is compared with; or
+    per-round differences of interleaved measurements, ``over='rounds'``).
+
+    Returns ``n``, ``mean``, ``sd`` (standard deviation of the differences), ``half`` (half-width of the
+    95% confidence interval of the mean, Student's t with n - 1 degrees of freedom: ``t * sd / sqrt(n)``),
+    ``sign`` (+1 / -1 when the mean lies further from zero than ``half``, else 0) and ``verdict``, a
+    sentence that names a direction only in that case: with one seed 'one seed: no conclusion', when
+    the interval holds zero 'no difference beyond the noise'. ``unit`` follows the number ('points', or
+    '%' written without a space)."""
+    d = [float(x) for x in diffs if not math.isnan(x)]
+    n, space = len(d), "" if unit.startswith("%") else " "
+    if n == 0:
+        return dict(n=0, mean=float("nan"), sd=float("nan"), half=float("nan"), sign=0,
+                    verdict="no run to compare")
+    if n == 1:
+        return dict(n=1, mean=d[0], sd=float("nan"), half=float("nan"), sign=0,
+                    verdict=f"one {over.rstrip('s')}: no conclusion ({d[0]:+.{digits}f}{space}{unit})")
+    mean, sd = statistics.mean(d), statistics.stdev(d)
+    half = t_quantile(n - 1) * sd / math.sqrt(n)
+    ci = f"95% CI ±{half:.{digits}f}, {n} {over}"
+    if abs(mean) > half:
+        sign = 1 if mean > 0 else -1
+        verdict = f"{more if sign > 0 else less} by {abs(mean):.{digits}f}{space}{unit} ({ci})"
+    else:
+        sign, verdict = 0, f"no difference beyond the noise ({mean:+.{digits}f}{space}{unit}, {ci})"
+    return dict(n=n, mean=mean, sd=sd, half=half, sign=sign, verdict=verdict)
+
+
+def _runs(value) -> list:
+    return value if isinstance(value, list) else [value]  # one run per name (older results) or a list
+
+
+def ablation_summary(results: dict, compare: dict | None = None) -> dict:
+    """The paired comparisons behind :func:`ablation_table`, one entry per row of ``results`` (what
+    :func:`recipe_ablation` returns): ``{name: dict}`` with ``compared_with`` and ``change`` (from
+    ``compare``, default :data:`ABLATION_COMPARE`; rows not in it are compared with the first row),
+    ``accuracy`` and ``seconds`` (one value per seed, ``nan`` where the run diverged), their ``mean`` and
+    ``sd``, ``reached`` (runs that reached the target), ``diverged`` (how many runs diverged), and for
+    every row but the first ``acc_diff`` (per seed, in points) with :func:`paired_verdict`'s summary
+    ``acc``, and ``time_ratio`` (per seed) with ``time`` (the verdict on ratio - 1, in percent)."""
+    compare = ABLATION_COMPARE if compare is None else compare
+    first = next(iter(results))
+    out = {}
+    for name, value in results.items():
+        runs = _runs(value)
+        acc = [100 * r["accuracy"] for r in runs]
+        secs = [r["train_eval_s"] for r in runs]
+        ok = [a for a in acc if not math.isnan(a)]
+        okt = [s for s in secs if not math.isnan(s)]
+        row = dict(accuracy=acc, seconds=secs, n=len(runs), diverged=sum("diverged" in r for r in runs),
+                   reached=sum(r.get("reached") is not None for r in runs),
+                   acc_mean=statistics.mean(ok) if ok else float("nan"),
+                   acc_sd=statistics.stdev(ok) if len(ok) > 1 else float("nan"),
+                   sec_mean=statistics.mean(okt) if okt else float("nan"),
+                   sec_sd=statistics.stdev(okt) if len(okt) > 1 else float("nan"),
+                   compared_with=None, change="")
+        if name != first:
+            other, change = compare.get(name, (first, ""))
+            base = _runs(results[other])
+            row.update(compared_with=other, change=change)
+            row["acc_diff"] = [a - 100 * b["accuracy"] for a, b in zip(acc, base)]
+            row["time_ratio"] = [s / b["train_eval_s"] for s, b in zip(secs, base)]
+            row["acc"] = paired_verdict(row["acc_diff"])
+            row["time"] = paired_verdict([100 * (x - 1) for x in row["time_ratio"]], unit="%", more="longer",
+                                         less="shorter", digits=0)
+        out[name] = row
+    return out
+
+
+def _pm(mean: float, sd: float, digits: int, sign: bool = False) -> str:
+    """'mean ± sd' ('-' without a mean, the mean alone without a spread)."""
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:{'+' if sign else ''}.{digits}f}" + ("" if math.isnan(sd) else f" ± {sd:.{digits}f}")
+
+
+def ablation_table(results: dict, compare: dict | None = None) -> str:
+    """The results of :func:`recipe_ablation` as text: a table (test accuracy of every seed, mean ±
+    standard deviation, the paired difference to the row compared with, wall time and its paired ratio,
+    how many runs reached the target), then one line per comparison with its verdicts
+    (:func:`ablation_summary`, :func:`paired_verdict`)."""
+    summary = ablation_summary(results, compare)
+    w = max(map(len, summary)) + 2  # the names' column (and the compared-with column)
+    lines = [f"{'variant':<{w}}{'vs':<{w}}{'test accuracy (%), each seed':<30}{'mean ± sd':>14}"
+             f"{'diff (points)':>16}{'train+eval s':>16}{'time ratio':>14}{'reached':>9}"]
+    for name, row in summary.items():
+        seeds = " ".join("diverged" if math.isnan(a) else f"{a:.2f}" for a in row["accuracy"])
+        diff = _pm(row["acc"]["mean"], row["acc"]["sd"], 2, sign=True) if "acc" in row else ""
+        ratios = [x for x in row.get("time_ratio", []) if not math.isnan(x)]
+        ratio = _pm(statistics.mean(ratios), statistics.stdev(ratios) if len(ratios) > 1 else float("nan"),
+                    2) if ratios else ""
+        lines.append(f"{name:<{w}}{row['compared_with'] or '-':<{w}}{seeds:<30}"
+                     f"{_pm(row['acc_mean'], row['acc_sd'], 2):>14}{diff:>16}"
+                     f"{_pm(row['sec_mean'], row['sec_sd'], 1):>16}{ratio:>14}"
+                     f"{row['reached']:>6}/{row['n']}")
+    lines.append("")
+    for name, row in summary.items():
+        if "acc" not in row:
             continue
-        reached = f"epoch {r['reached']}, {r['time_to_target_s']:.0f} s" if r["reached"] else "no"
-        lines.append(f"{name:<28}{r['accuracy']:>9.2%}{100 * (r['accuracy'] - first['accuracy']):>+9.2f}p"
-                     f"{r['train_eval_s']:>11.1f}s{r['train_eval_s'] / first['train_eval_s']:>9.2f}x"
-                     f"{reached:>16}")
+        lines.append(f"{name} vs {row['compared_with']}" + (f" ({row['change']})" if row["change"] else "")
+                     + f": accuracy {row['acc']['verdict']}; time: {row['time']['verdict']}"
+                     + (f"; {row['diverged']} of {row['n']} runs diverged" if row["diverged"] else ""))
     return "\n".join(lines)

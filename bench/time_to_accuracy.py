@@ -3,11 +3,15 @@
     python -m bench.time_to_accuracy                  # the recipe alexnet_lib.speed.FAST_RECIPE
     python -m bench.time_to_accuracy --epochs 4 --width 0.375 --lr 0.2   # a variation
     python -m bench.time_to_accuracy --seeds 0 1 2    # the recipe with three seeds (mean and spread)
-    python -m bench.time_to_accuracy --ablation       # the recipe, then one change at a time (~8 min)
+    python -m bench.time_to_accuracy --ablation       # the recipe, then one change at a time
+    python -m bench.time_to_accuracy --ablation --seeds 0 1 2 --n-train 10000   # as chapter 8 runs it
 
 Prints the settings, the test accuracy after every epoch (fit's progress lines), the wall time of
 training + evaluation, the total including data loading, the process CPU time, and the load average
-of the machine before and after (other processes on the same cores slow the wall clock down).
+of the machine before and after (other processes on the same cores slow the wall clock down). With
+``--ablation`` it prints a table of every variant (alexnet_lib.speed.ABLATIONS) and seed, and for each
+variant the paired per-seed difference to the row it is compared with (speed.ABLATION_COMPARE), with a
+verdict only where the difference lies outside its 95% confidence interval.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import torch  # noqa: E402
 
 from alexnet_lib.device import cpu_name  # noqa: E402
 from alexnet_lib.speed import (  # noqa: E402
+    ABLATION_COMPARE,
     FAST_RECIPE,
+    ablation_summary,
     ablation_table,
     recipe_ablation,
     time_to_accuracy,
@@ -63,7 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--json", default=None, help="also write the result to this file")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
-                   help="train the recipe once per seed (overrides --seed), e.g. --seeds 0 1 2")
+                   help="train the recipe (with --ablation: every variant) once per seed (overrides "
+                        "--seed), e.g. --seeds 0 1 2")
     p.add_argument("--ablation", action="store_true",
                    help="train the recipe, then with one ingredient changed at a time (speed.ABLATIONS)")
     a = p.parse_args(argv)
@@ -86,16 +93,19 @@ def main(argv=None) -> int:
     # fit prints one line per epoch; its progress bar goes to stderr, shown only on a terminal.
     quiet_bar = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
     kw = dict(target=a.target, device=a.device, n_train=a.n_train, n_test=a.n_test)
+    meta = run_metadata(a.device)
     if a.ablation:
         with quiet_bar:
-            results = recipe_ablation(base=recipe, progress=False, **kw)
+            results = recipe_ablation(base=recipe, seeds=a.seeds, progress=False, **kw)
         print(ablation_table(results))
         if a.json:
+            runs = {name: [dict({k: v for k, v in r.items() if k != "history"},
+                                **({"history": r["history"].to_dict()} if "history" in r else {}))
+                           for r in rs] for name, rs in results.items()}
             with open(a.json, "w") as f:
-                json.dump({k: {x: y for x, y in v.items() if x != "history"} for k, v in results.items()}, f,
-                          indent=1)
+                json.dump(dict(meta=dict(meta, load_average_end=load_average()), compare=ABLATION_COMPARE,
+                               runs=runs, summary=ablation_summary(results)), f, indent=1)
         return 0
-    meta = run_metadata(a.device)
     runs = []
     for seed in a.seeds if a.seeds is not None else [recipe["fit"].get("seed", 0)]:
         with quiet_bar:

@@ -17,16 +17,21 @@ from torch import nn
 from alexnet_lib.arithmetic import forward_flops, train_flops
 from alexnet_lib.models import get_model
 from alexnet_lib.speed import (
+    ABLATION_COMPARE,
     ABLATIONS,
     FAST_RECIPE,
     RUNGS,
     DeviceLoop,
     FitLoop,
     LoopResult,
+    ablation_summary,
     ladder,
     measure_loops,
+    onecycle_options,
+    paired_verdict,
     predicted_epoch_time,
     recipe_model,
+    t_quantile,
     time_to_accuracy,
     vary_recipe,
 )
@@ -167,7 +172,7 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     assert [r["recipe"]["fit"]["seed"] for r in json.loads(out.read_text())["runs"]] == [0, 1]
 
 
-def test_recipe_ablation_changes_one_thing_and_reports_divergence(monkeypatch):
+def test_recipe_ablation_changes_one_thing_per_seed_and_reports_divergence(monkeypatch):
     import alexnet_lib.speed as speed
     from alexnet_lib.train import TrainingDivergedError
 
@@ -178,20 +183,142 @@ def test_recipe_ablation_changes_one_thing_and_reports_divergence(monkeypatch):
         if recipe["fit"]["lr"] > 1:
             raise TrainingDivergedError("loss is nan at epoch 1, step 3\nmore detail", epoch=1, step=3,
                                         lr=10.0, checkpoint=None)
-        ls = recipe["fit"]["label_smoothing"]
-        return dict(recipe=recipe, accuracy=0.9 - ls, train_eval_s=10.0 * recipe["fit"]["epochs"],
+        ls, seed = recipe["fit"]["label_smoothing"], recipe["fit"]["seed"]
+        return dict(recipe=recipe, accuracy=0.9 - ls + 0.001 * seed, train_eval_s=10.0 + seed,
                     reached=1 if ls == 0 else None, time_to_target_s=5.0)
 
     monkeypatch.setattr(speed, "time_to_accuracy", fake)
     base = vary_recipe(FAST_RECIPE, fit=dict(label_smoothing=0.1, epochs=2))
     variants = {"base": {}, "no ls": dict(fit=dict(label_smoothing=0.0)), "boom": dict(fit=dict(lr=10.0))}
-    out = speed.recipe_ablation(variants, base=base, n_train=7)
-    assert list(out) == ["base", "no ls", "boom"]
-    assert seen[1] == {"model": base["model"], "fit": {**base["fit"], "label_smoothing": 0.0}}
-    assert seen[2]["fit"]["lr"] == 10.0 and seen[2]["model"] == FAST_RECIPE["model"]
-    assert out["boom"]["diverged"] == "loss is nan at epoch 1, step 3"
-    text = speed.ablation_table(out)
-    assert "+10.00p" in text and "diverged" in text and "epoch 1, 5 s" in text
+    out = speed.recipe_ablation(variants, base=base, seeds=(0, 1, 2), n_train=7)
+    assert list(out) == ["base", "no ls", "boom"] and all(len(v) == 3 for v in out.values())
+    # interleaved: every variant for seed 0, then in reverse order for seed 1, ...
+    assert [(r["fit"]["seed"], r["fit"]["label_smoothing"], r["fit"]["lr"]) for r in seen[:6]] == [
+        (0, 0.1, base["fit"]["lr"]), (0, 0.0, base["fit"]["lr"]), (0, 0.1, 10.0),
+        (1, 0.1, 10.0), (1, 0.0, base["fit"]["lr"]), (1, 0.1, base["fit"]["lr"])]
+    assert seen[1] == {"model": base["model"], "fit": {**base["fit"], "label_smoothing": 0.0, "seed": 0}}
+    assert out["boom"][0]["diverged"] == "loss is nan at epoch 1, step 3"
+    summary = ablation_summary(out, compare={})
+    # paired per seed: the seed term cancels, so the difference is exactly +10 points with no spread
+    assert summary["no ls"]["acc_diff"] == pytest.approx([10.0] * 3)
+    assert summary["no ls"]["acc"]["sign"] == 1 and summary["no ls"]["compared_with"] == "base"
+    text = speed.ablation_table(out, compare={})
+    assert "+10.00 ± 0.00" in text and "diverged" in text and "3 of 3 runs diverged" in text
+    assert "3/3" in text and "0/3" in text
+    # one seed: no verdict
+    one = speed.recipe_ablation(variants, base=base, n_train=7)
+    assert all(len(v) == 1 for v in one.values())
+    assert "one seed: no conclusion" in speed.ablation_table(one, compare={})
+
+
+def test_paired_verdict_needs_the_difference_to_leave_its_confidence_interval():
+    assert t_quantile(2) == pytest.approx(4.303) and t_quantile(100) == pytest.approx(1.984, abs=2e-3)
+    try:
+        from scipy import stats
+    except ImportError:
+        pass
+    else:
+        for df in (1, 2, 5, 30, 31, 60, 200):
+            assert t_quantile(df) == pytest.approx(stats.t.ppf(0.975, df), rel=2e-3), df
+    clear = paired_verdict([-1.0, -1.2, -0.9])
+    assert clear["sign"] == -1 and clear["verdict"].startswith("lower by 1.03 points (95% CI ±")
+    noisy = paired_verdict([0.3, -0.2, 0.1])
+    assert noisy["sign"] == 0 and noisy["verdict"].startswith("no difference beyond the noise (+0.07 points")
+    sd = noisy["sd"]
+    assert noisy["half"] == pytest.approx(4.303 * sd / 3 ** 0.5, rel=1e-3)
+    assert paired_verdict([0.5])["verdict"] == "one seed: no conclusion (+0.50 points)"
+    assert paired_verdict([float("nan")])["verdict"] == "no run to compare"
+    t = paired_verdict([45.0, 50.0, 48.0], unit="%", more="slower", less="faster", digits=0)
+    assert t["verdict"].startswith("slower by 48% (95% CI")
+
+
+def test_onecycle_options_fix_the_momentum_and_change_nothing_else():
+    from alexnet_lib.train import _make_schedule
+
+    schedules = {}
+    for options in ({}, dict(cycle_momentum=False)):
+        opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+        with onecycle_options(**options):
+            sched, per_step = _make_schedule("onecycle", opt, 3, 10)
+        assert per_step and torch.optim.lr_scheduler.OneCycleLR.__name__ == "OneCycleLR"
+        lrs, moms = [], []
+        for _ in range(30):
+            lrs.append(opt.param_groups[0]["lr"]), moms.append(opt.param_groups[0]["momentum"])
+            opt.step()
+            sched.step()
+        schedules[bool(options)] = lrs, moms
+    (lr_cycle, mom_cycle), (lr_fixed, mom_fixed) = schedules[False], schedules[True]
+    assert lr_cycle == pytest.approx(lr_fixed) and lr_cycle[0] == pytest.approx(0.1 / 25)
+    assert max(mom_cycle) == pytest.approx(0.95) and min(mom_cycle) < 0.86  # PyTorch's default cycle
+    assert set(mom_fixed) == {0.9}  # SGD's momentum, untouched
+    # the patch is undone, also after an error
+    original = torch.optim.lr_scheduler.OneCycleLR
+    with pytest.raises(RuntimeError), onecycle_options(cycle_momentum=False):
+        assert torch.optim.lr_scheduler.OneCycleLR is not original
+        raise RuntimeError
+    assert torch.optim.lr_scheduler.OneCycleLR is original
+
+
+def test_time_to_accuracy_applies_the_recipes_onecycle_options(fashion):
+    train, test = fashion
+    recipe = vary_recipe(dict(model=dict(name="alexnet_small", **TINY), fit=dict(
+        image_size=28, epochs=1, batch_size=64, lr=0.05, schedule="onecycle", seed=0)),
+        onecycle=dict(cycle_momentum=False))
+    seen = []
+    original = torch.optim.SGD.step
+
+    def step(self, *a, **k):
+        seen.append(self.param_groups[0]["momentum"])
+        return original(self, *a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", step)
+        time_to_accuracy(recipe, train=train, test=test, n_train=256, n_test=128, progress=False)
+    assert seen and set(seen) == {0.9}
+
+
+def _effective(recipe: dict) -> dict:
+    """The settings that act: the one-cycle options only matter under the one-cycle schedule, where
+    PyTorch cycles the momentum unless told not to."""
+    fit = dict(recipe["fit"])
+    fit["momentum_cycle"] = fit.get("schedule") == "onecycle" and recipe.get("onecycle", {}).get(
+        "cycle_momentum", True)
+    return {**{f"model.{k}": v for k, v in recipe["model"].items()},
+            **{f"fit.{k}": v for k, v in fit.items()}}
+
+
+def test_every_ablation_row_differs_in_one_setting_from_the_row_it_is_compared_with():
+    first = next(iter(ABLATIONS))
+    assert ABLATIONS[first] == {}
+    for name, change in ABLATIONS.items():
+        if name == first:
+            continue
+        other, what = ABLATION_COMPARE.get(name, (first, ""))
+        assert other in ABLATIONS and what, name
+        a = _effective(vary_recipe(FAST_RECIPE, **change))
+        b = _effective(vary_recipe(FAST_RECIPE, **ABLATIONS[other]))
+        differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+        assert len(differ) == 1, (name, other, differ)
+
+
+def test_bench_ablation_writes_seeds_and_summary(monkeypatch, tmp_path, capsys):
+    sys.path.insert(0, str(REPO))
+    import bench.time_to_accuracy as bench_tta
+
+    def fake(base=None, seeds=None, **kw):
+        seeds = seeds or [0]
+        return {name: [dict(recipe=vary_recipe(base, **ch), accuracy=0.9 + 0.01 * i + 0.001 * s,
+                            train_eval_s=10.0 + s, reached=1, time_to_target_s=5.0) for s in seeds]
+                for i, (name, ch) in enumerate(ABLATIONS.items())}
+
+    monkeypatch.setattr(bench_tta, "recipe_ablation", fake)
+    out = tmp_path / "a.json"
+    assert bench_tta.main(["--ablation", "--seeds", "0", "1", "2", "--json", str(out)]) == 0
+    assert "no label smoothing vs fast recipe" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["command"] and set(doc["runs"]) == set(ABLATIONS)
+    assert all(len(v) == 3 for v in doc["runs"].values())
+    assert doc["summary"]["no label smoothing"]["acc_diff"] == pytest.approx([1.0] * 3)
 
 
 def test_recipes_name_only_what_get_model_and_fit_accept():
@@ -200,13 +327,17 @@ def test_recipes_name_only_what_get_model_and_fit_accept():
     from alexnet_lib.train import fit
 
     fit_args = set(inspect.signature(fit).parameters)
+    onecycle_args = set(inspect.signature(torch.optim.lr_scheduler.OneCycleLR).parameters)
     for name, change in {"FAST_RECIPE": {}, **ABLATIONS}.items():
         recipe = vary_recipe(FAST_RECIPE, **change)
-        assert set(change) <= {"model", "fit"}, name
+        assert set(change) <= {"model", "fit", "onecycle"}, name
         assert set(recipe["fit"]) <= fit_args, name
+        assert set(recipe.get("onecycle", {})) <= onecycle_args, name
         model = recipe_model(recipe)  # get_model accepts the model settings
         assert isinstance(model, nn.Module)
     # vary_recipe copies: the shared recipe is never changed
     before = json.dumps(FAST_RECIPE)
     vary_recipe(FAST_RECIPE, model=dict(width=1.0), fit=dict(epochs=9))["fit"]["lr"] = 1.0
-    assert json.dumps(FAST_RECIPE) == before
+    varied = vary_recipe(FAST_RECIPE, onecycle=dict(cycle_momentum=False))
+    varied["onecycle"]["cycle_momentum"] = True
+    assert json.dumps(FAST_RECIPE) == before and "onecycle" not in vary_recipe(FAST_RECIPE)
