@@ -138,7 +138,7 @@ and its neighbours are strong. At normalised scale, $k = 0.1$ with $\\alpha = 0.
         f"""### Explore: the calculator without a kernel
 
 The widget above needs a running kernel. The calculator below does the same arithmetic in the page:
-FLOPs of one training step per image (3 × the forward FLOPs, as `alexnet_lib.speed.train_flops`, counted
+FLOPs of one training step per image (3 × the forward FLOPs, as `alexnet_lib.arithmetic.train_flops`, counted
 layer by layer for any input size) × images per epoch ÷ the GFLOP/s you type in. {STATIC}
 
 Things to try: type the GFLOP/s measured above for your loop; compare `alexnet_d2l` on Fashion-MNIST
