@@ -47,9 +47,7 @@ book: $(STAMP) vendor
 
 # Re-execute every chapter in full mode and store its outputs (slow: see each chapter's header).
 notebooks: $(STAMP)
-	cd notebooks && for nb in [0-9]*.ipynb; do \
-	  $(PY) -m nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=3600 --ExecutePreprocessor.store_widget_state=True $$nb || exit 1; done
+	$(PY) tools/run_notebooks.py
 
 # Speed: training images/s of the tutorial loop vs fit (ratio, MFU), the ladder of each step, the fast
 # recipe's time to 90% on Fashion-MNIST (3 seeds). About 8 minutes on 2 CPU cores; the results go to

@@ -41,7 +41,6 @@ counted by :func:`alexnet_lib.arithmetic.train_flops`, the peaks measured by
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import statistics
@@ -59,7 +58,7 @@ from .train import fit
 
 __all__ = ["ABLATIONS", "ABLATION_COMPARE", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop",
            "LadderResult", "LoopResult", "TutorialLoop", "ablation_summary", "ablation_table", "ladder",
-           "measure_loops", "onecycle_options", "paired_verdict", "predicted_epoch_time", "recipe_ablation",
+           "measure_loops", "paired_verdict", "predicted_epoch_time", "recipe_ablation",
            "recipe_model", "t_quantile", "time_to_accuracy", "vary_recipe"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
@@ -428,48 +427,10 @@ FAST_RECIPE = {
 }
 
 
-def vary_recipe(recipe: dict, model: dict | None = None, fit: dict | None = None,
-                onecycle: dict | None = None) -> dict:
+def vary_recipe(recipe: dict, model: dict | None = None, fit: dict | None = None) -> dict:
     """A copy of ``recipe`` with some model and fit settings changed (the others kept):
-    ``vary_recipe(FAST_RECIPE, model=dict(width=0.5), fit=dict(epochs=2))``.
-
-    ``onecycle``: keyword arguments added to the ``torch.optim.lr_scheduler.OneCycleLR`` that ``fit``
-    builds for ``schedule='onecycle'`` (see :func:`onecycle_options`), kept under the recipe's
-    ``"onecycle"`` key, e.g. ``onecycle=dict(cycle_momentum=False)``."""
-    out = {"model": {**recipe["model"], **(model or {})}, "fit": {**recipe["fit"], **(fit or {})}}
-    options = {**recipe.get("onecycle", {}), **(onecycle or {})}
-    if options:
-        out["onecycle"] = options
-    return out
-
-
-@contextlib.contextmanager
-def onecycle_options(**options):
-    """Within the block, the ``OneCycleLR`` that :func:`~alexnet_lib.train.fit` builds for
-    ``schedule='onecycle'`` gets ``options`` on top of fit's own arguments.
-
-    ``fit`` builds ``OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps)`` with PyTorch's other
-    defaults: a warm-up from ``lr / 25`` over the first 30% of the steps, cosine annealing down to
-    ``lr / 25 / 1e4``, and ``cycle_momentum=True``, which *replaces* SGD's momentum (fit's ``momentum``,
-    0.9) by a cycle from 0.95 down to 0.85 and back, opposite to the learning rate. The ablation uses
-    ``onecycle_options(cycle_momentum=False)`` to keep the momentum at 0.9 and change nothing else. (fit
-    has no argument for it; this swaps the class in ``torch.optim.lr_scheduler`` for a subclass while
-    the block runs, and puts it back.)"""
-    if not options:
-        yield
-        return
-    schedulers = torch.optim.lr_scheduler
-    original = schedulers.OneCycleLR
-
-    class OneCycleLR(original):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **{**kwargs, **options})
-
-    schedulers.OneCycleLR = OneCycleLR
-    try:
-        yield
-    finally:
-        schedulers.OneCycleLR = original
+    ``vary_recipe(FAST_RECIPE, model=dict(width=0.5), fit=dict(epochs=2))``."""
+    return {"model": {**recipe["model"], **(model or {})}, "fit": {**recipe["fit"], **(fit or {})}}
 
 
 def recipe_model(recipe: dict, data: ImageData | None = None) -> nn.Module:
@@ -516,8 +477,7 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
     if n_test is not None:
         test = test.subset(n_test)
     model = recipe_model(recipe, train)
-    with onecycle_options(**recipe.get("onecycle", {})):
-        h = fit(model, train, test, device=device, progress=progress, **recipe["fit"])
+    h = fit(model, train, test, device=device, progress=progress, **recipe["fit"])
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     reached = next((i for i, a in enumerate(h.test_top1) if a >= target), None)
     return dict(recipe=recipe, history=h, accuracy=h.test_top1[-1], train_eval_s=h.wall_time[-1],
@@ -528,16 +488,16 @@ def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: Im
                 n_train=len(train), n_test=len(test))
 
 
-#: One change at a time away from :data:`FAST_RECIPE` (:func:`vary_recipe`'s ``model``, ``fit`` and
-#: ``onecycle`` changes): what each ingredient of the recipe is worth. Each row differs from the row it
+#: One change at a time away from :data:`FAST_RECIPE` (:func:`vary_recipe`'s ``model`` and ``fit``
+#: changes): what each ingredient of the recipe is worth. Each row differs from the row it
 #: is compared with (:data:`ABLATION_COMPARE`) in one thing only. The recipe's one-cycle schedule also
-#: cycles SGD's momentum (PyTorch's ``OneCycleLR`` default), so "constant lr" is compared with "no
-#: momentum cycle", not with the recipe: against the recipe it would change two things.
+#: cycles SGD's momentum (``fit``'s ``cycle_momentum``, PyTorch's ``OneCycleLR`` default), so "constant
+#: lr" is compared with "no momentum cycle", not with the recipe: against it, two things would change.
 ABLATIONS = {
     "fast recipe": {},
     "no label smoothing": dict(fit=dict(label_smoothing=0.0)),
-    "no momentum cycle": dict(onecycle=dict(cycle_momentum=False)),
-    "constant lr": dict(fit=dict(schedule=None)),
+    "no momentum cycle": dict(fit=dict(cycle_momentum=False)),
+    "constant lr": dict(fit=dict(schedule=None, cycle_momentum=False)),
     "no BatchNorm": dict(model=dict(norm=None)),
     "fp32 (no bf16)": dict(fit=dict(precision="fp32")),
 }
@@ -555,7 +515,7 @@ ABLATION_COMPARE = {
 
 def recipe_ablation(variants: dict | None = None, base: dict | None = None, seeds=None, **kwargs) -> dict:
     """Run :func:`time_to_accuracy` for ``base`` (default :data:`FAST_RECIPE`) changed by each entry of
-    ``variants`` (default :data:`ABLATIONS`: name -> ``{"model": ..., "fit": ..., "onecycle": ...}``, the
+    ``variants`` (default :data:`ABLATIONS`: name -> ``{"model": ..., "fit": ...}``, the
     settings it changes, see :func:`vary_recipe`), once per seed in ``seeds`` (default: the base recipe's
     seed). The same seed gives every variant the same initial weights (where the model is the same), the
     same order of batches and the same ``n_train`` subset, so the variants can be compared seed by seed.

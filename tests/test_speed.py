@@ -27,7 +27,6 @@ from alexnet_lib.speed import (
     ablation_summary,
     ladder,
     measure_loops,
-    onecycle_options,
     paired_verdict,
     predicted_epoch_time,
     recipe_model,
@@ -232,38 +231,30 @@ def test_paired_verdict_needs_the_difference_to_leave_its_confidence_interval():
     assert t["verdict"].startswith("slower by 48% (95% CI")
 
 
-def test_onecycle_options_fix_the_momentum_and_change_nothing_else():
+def test_cycle_momentum_false_fixes_the_momentum_and_changes_nothing_else():
     from alexnet_lib.train import _make_schedule
 
     schedules = {}
-    for options in ({}, dict(cycle_momentum=False)):
+    for cycle in (True, False):
         opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
-        with onecycle_options(**options):
-            sched, per_step = _make_schedule("onecycle", opt, 3, 10)
-        assert per_step and torch.optim.lr_scheduler.OneCycleLR.__name__ == "OneCycleLR"
+        sched, per_step = _make_schedule("onecycle", opt, 3, 10, cycle_momentum=cycle)
+        assert per_step
         lrs, moms = [], []
         for _ in range(30):
             lrs.append(opt.param_groups[0]["lr"]), moms.append(opt.param_groups[0]["momentum"])
             opt.step()
             sched.step()
-        schedules[bool(options)] = lrs, moms
-    (lr_cycle, mom_cycle), (lr_fixed, mom_fixed) = schedules[False], schedules[True]
+        schedules[cycle] = lrs, moms
+    (lr_cycle, mom_cycle), (lr_fixed, mom_fixed) = schedules[True], schedules[False]
     assert lr_cycle == pytest.approx(lr_fixed) and lr_cycle[0] == pytest.approx(0.1 / 25)
     assert max(mom_cycle) == pytest.approx(0.95) and min(mom_cycle) < 0.86  # PyTorch's default cycle
     assert set(mom_fixed) == {0.9}  # SGD's momentum, untouched
-    # the patch is undone, also after an error
-    original = torch.optim.lr_scheduler.OneCycleLR
-    with pytest.raises(RuntimeError), onecycle_options(cycle_momentum=False):
-        assert torch.optim.lr_scheduler.OneCycleLR is not original
-        raise RuntimeError
-    assert torch.optim.lr_scheduler.OneCycleLR is original
 
 
-def test_time_to_accuracy_applies_the_recipes_onecycle_options(fashion):
+def test_time_to_accuracy_passes_cycle_momentum_to_fit(fashion):
     train, test = fashion
-    recipe = vary_recipe(dict(model=dict(name="alexnet_small", **TINY), fit=dict(
-        image_size=28, epochs=1, batch_size=64, lr=0.05, schedule="onecycle", seed=0)),
-        onecycle=dict(cycle_momentum=False))
+    recipe = dict(model=dict(name="alexnet_small", **TINY), fit=dict(
+        image_size=28, epochs=1, batch_size=64, lr=0.05, schedule="onecycle", cycle_momentum=False, seed=0))
     seen = []
     original = torch.optim.SGD.step
 
@@ -273,16 +264,15 @@ def test_time_to_accuracy_applies_the_recipes_onecycle_options(fashion):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.optim.SGD, "step", step)
-        time_to_accuracy(recipe, train=train, test=test, n_train=256, n_test=128, progress=False)
+        r = time_to_accuracy(recipe, train=train, test=test, n_train=256, n_test=128, progress=False)
     assert seen and set(seen) == {0.9}
+    assert r["history"].config["cycle_momentum"] is False
 
 
 def _effective(recipe: dict) -> dict:
-    """The settings that act: the one-cycle options only matter under the one-cycle schedule, where
-    PyTorch cycles the momentum unless told not to."""
+    """The settings that act: ``cycle_momentum`` only matters under the one-cycle schedule."""
     fit = dict(recipe["fit"])
-    fit["momentum_cycle"] = fit.get("schedule") == "onecycle" and recipe.get("onecycle", {}).get(
-        "cycle_momentum", True)
+    fit["cycle_momentum"] = fit.get("schedule") == "onecycle" and fit.get("cycle_momentum", True)
     return {**{f"model.{k}": v for k, v in recipe["model"].items()},
             **{f"fit.{k}": v for k, v in fit.items()}}
 
@@ -327,17 +317,13 @@ def test_recipes_name_only_what_get_model_and_fit_accept():
     from alexnet_lib.train import fit
 
     fit_args = set(inspect.signature(fit).parameters)
-    onecycle_args = set(inspect.signature(torch.optim.lr_scheduler.OneCycleLR).parameters)
     for name, change in {"FAST_RECIPE": {}, **ABLATIONS}.items():
         recipe = vary_recipe(FAST_RECIPE, **change)
-        assert set(change) <= {"model", "fit", "onecycle"}, name
+        assert set(change) <= {"model", "fit"}, name
         assert set(recipe["fit"]) <= fit_args, name
-        assert set(recipe.get("onecycle", {})) <= onecycle_args, name
         model = recipe_model(recipe)  # get_model accepts the model settings
         assert isinstance(model, nn.Module)
     # vary_recipe copies: the shared recipe is never changed
     before = json.dumps(FAST_RECIPE)
     vary_recipe(FAST_RECIPE, model=dict(width=1.0), fit=dict(epochs=9))["fit"]["lr"] = 1.0
-    varied = vary_recipe(FAST_RECIPE, onecycle=dict(cycle_momentum=False))
-    varied["onecycle"]["cycle_momentum"] = True
-    assert json.dumps(FAST_RECIPE) == before and "onecycle" not in vary_recipe(FAST_RECIPE)
+    assert json.dumps(FAST_RECIPE) == before

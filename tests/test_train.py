@@ -1,5 +1,6 @@
 """alexnet_lib.train: a real (short) training run, evaluate, checkpoints and exact resume, divergence, DDP."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -288,3 +289,15 @@ def test_on_epoch_end_sees_each_epoch(tmp_path):
             on_epoch_end=probe)
     assert [c[0] for c in calls] == [1, 2, 3] and all(c[2] for c in calls)  # after the checkpoint
     assert len(h) == 3 and all(0.0 <= c[1] <= 1.0 for c in calls)
+
+
+def test_a_setting_added_since_a_checkpoint_counts_as_its_default_on_resume():
+    from alexnet_lib.train import FitConfig
+
+    cfg = FitConfig(epochs=2, schedule="onecycle")
+    old = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "cycle_momentum"}  # an older checkpoint
+    assert cfg.changed_from(old) == {}
+    assert FitConfig(epochs=2, schedule="onecycle", cycle_momentum=False).changed_from(old) == {
+        "cycle_momentum": (True, False)}
+    with pytest.raises(TypeError, match="cycle_momentum must be True or False"):
+        FitConfig(epochs=2, cycle_momentum="no")
