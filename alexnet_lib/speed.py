@@ -16,8 +16,8 @@ rung                  what changes
 ====================  ==============================================================================
 ``tutorial``          torchvision dataset object, per-image PIL ``Resize`` + ``ToTensor``, a
                       ``DataLoader``, fp32, ``loss.item()`` after every step (a host sync on a GPU)
-``preloaded``         the same images resized once and kept in memory as one float tensor; batches are
-                      sliced from it (on a GPU: copied host -> device each step)
+``preloaded``         the same images resized once and kept in memory as one float tensor; random
+                      batches are gathered from it (on a GPU: copied host -> device each step)
 ``device_batches``    uint8 images kept on the device, each batch indexed, converted and resized there
                       (:class:`~alexnet_lib.data.DeviceLoader`)
 ``channels_last``     + model and batches in channels_last (NHWC) memory layout
@@ -28,8 +28,11 @@ rung                  what changes
 ====================  ==============================================================================
 
 Every rung trains the same model (same initial weights) on the same data with the same batch size and
-a plain SGD step. Measurements are interleaved: each *round* runs a fixed number of steps of every
-rung in turn, so a change in machine load hits all rungs alike; ratios are taken within a round.
+the same optimizer step (SGD, momentum 0.9, no weight decay). Measurements are interleaved: after a
+warm-up, each *round* runs a fixed number of steps of every rung in turn (in alternating order), so a
+change in machine load hits all rungs alike; ratios are taken within a round and reported as the median
+over rounds with their range (:meth:`LadderResult.compare`), and a rung is called faster or slower than
+another only when every round agrees and the median's distance from 1 exceeds half the range.
 
 Model FLOPs utilisation (MFU) is the achieved FLOP/s (model FLOPs per image x images/s, counting a
 training step as 3x the forward FLOPs) divided by the peak FLOP/s measured in the same run, in the
@@ -219,30 +222,31 @@ class DeviceLoop(_Loop):
 
 class FitLoop(_Loop):
     """:func:`alexnet_lib.train.fit` itself: each ``run(k)`` is one call ``fit(..., epochs=1,
-    max_steps_per_epoch=k)`` on a prepared :class:`DeviceLoader` (bf16 where supported, channels_last).
-    The wall time is the epoch time ``fit`` measured; the CPU time covers the whole call. Every call
-    starts a new optimizer (its momentum buffers are allocated at the first step), so with few steps per
-    round this rung slightly understates what ``fit`` does over a whole epoch."""
+    max_steps_per_epoch=k)`` on a :class:`DeviceLoader` (bf16 where supported, channels_last) whose
+    shuffling seed changes from call to call. The wall and CPU times are those ``fit`` measured over its
+    training steps (``History.images_per_sec`` and ``train_cpu_time``), so its set-up and end-of-epoch
+    checks are not counted (in a real epoch of hundreds of steps they are a small share). Every call
+    starts a new optimizer, as in the first step of any run."""
 
     name = "fit"
 
     def __init__(self, model, device, data: ImageData, image_size: int, batch_size: int, *, seed: int = 0,
                  precision: str = "auto"):
         super().__init__(model, device)
-        self.precision, self.batch_size, self.epoch = precision, batch_size, 0
+        self.precision, self.batch_size, self.seed, self.calls = precision, batch_size, seed, 0
         self.channels_last = device.type != "mps"
         self.loader = DeviceLoader(data, batch_size, shuffle=True, device=device, image_size=image_size,
                                    drop_last=True, channels_last=self.channels_last, seed=seed)
 
     def run(self, k):
-        c = time.process_time()
-        self.epoch += 1
-        self.loader.set_epoch(self.epoch)
-        h = fit(self.model, self.loader, epochs=1, batch_size=self.batch_size, lr=0.01, device=self.device,
-                precision=self.precision, channels_last=self.channels_last, max_steps_per_epoch=k,
-                progress=False, seed=self.epoch)
+        self.calls += 1
+        self.loader.seed = self.seed + self.calls  # fit starts at its epoch 0: new batches come from the seed
+        h = fit(self.model, self.loader, epochs=1, batch_size=self.batch_size, lr=0.01, weight_decay=0.0,
+                device=self.device, precision=self.precision, channels_last=self.channels_last,
+                max_steps_per_epoch=k, progress=False, seed=self.seed + self.calls)
         self.losses += h.step_loss
-        return k * self.batch_size, h.epoch_time[0], time.process_time() - c
+        n = k * self.batch_size
+        return n, n / h.images_per_sec[0], h.train_cpu_time[0]
 
 
 # --- measuring ---------------------------------------------------------------------------------------
@@ -289,19 +293,37 @@ class LadderResult:
     threads: int
     train_flops: float  # per image
     results: dict  # rung name -> LoopResult
-    peak: dict  # 'fp32' / 'bf16' / 'fp16' -> GFLOP/s (best matmul or conv seen in the run)
+    peak: dict  # 'fp32' / 'bf16' / 'fp16' -> GFLOP/s (the better of matmul and conv, median over rounds)
     precision: dict  # rung name -> 'fp32' / 'bf16' / 'fp16'
     seconds: float = 0.0
     peak_cpu: dict = field(default_factory=dict)  # same keys as peak -> best GFLOP per CPU-second
-    peak_detail: dict = field(default_factory=dict)  # 'fp32 matmul', 'fp32 conv', ... -> GFLOP/s
+    peak_detail: dict = field(default_factory=dict)  # 'fp32 matmul', 'fp32 conv', ... -> GFLOP/s (median)
+    peak_rounds: dict = field(default_factory=dict)  # the same keys -> GFLOP/s measured in each round
 
     def rate(self, rung: str) -> float:
         return self.results[rung].rate
 
+    def ratios(self, rung: str, base: str = "tutorial") -> list[float]:
+        """(images/s of ``rung``) / (images/s of ``base``) in each round."""
+        return [x / y for x, y in zip(self.results[rung].rates, self.results[base].rates)]
+
     def ratio(self, rung: str, base: str = "tutorial") -> float:
         """Median over rounds of (images/s of ``rung``) / (images/s of ``base``) in the same round."""
-        a, b = self.results[rung].rates, self.results[base].rates
-        return statistics.median(x / y for x, y in zip(a, b))
+        return statistics.median(self.ratios(rung, base))
+
+    def compare(self, rung: str, base: str = "tutorial") -> dict:
+        """``rung``'s speed over ``base``'s: ``median``, ``low`` and ``high`` of the per-round ratios and a
+        ``verdict``: 'faster' or 'slower' only when every round agrees and the median lies farther from 1
+        than half the range of the rounds, else 'within noise' (one round: 'one round')."""
+        r = self.ratios(rung, base)
+        med, lo, hi = statistics.median(r), min(r), max(r)
+        if len(r) < 2:
+            verdict = "one round"
+        elif (lo > 1 or hi < 1) and abs(med - 1) > (hi - lo) / 2:
+            verdict = "faster" if med > 1 else "slower"
+        else:
+            verdict = "within noise"
+        return dict(median=med, low=lo, high=hi, rounds=len(r), verdict=verdict)
 
     def gflops(self, rung: str) -> float:
         return self.rate(rung) * self.train_flops / 1e9
@@ -327,10 +349,12 @@ class LadderResult:
         head = (f"{self.model} at {self.image_size} px, batch {self.batch_size}, {self.device}, "
                 f"{self.threads} threads, {self.train_flops / 1e9:.3f} GFLOP per training image; "
                 "peak GFLOP/s " + ", ".join(f"{k} {v:,.0f}" for k, v in self.peak_detail.items()))
-        lines = [head, f"{'loop':<16}{'img/s':>9}{'x ' + base:>14}{'img/cpu-s':>11}{'GFLOP/s':>10}"
-                       f"{'MFU':>8}{'MFU(cpu)':>10}{'cores':>7}  precision"]
+        lines = [head, f"{'loop':<16}{'img/s':>9}{'x ' + base:>12}{'(range)':>12}{'img/cpu-s':>11}"
+                       f"{'GFLOP/s':>10}{'MFU':>8}{'MFU(cpu)':>10}{'cores':>7}  precision"]
         for name, r in self.results.items():
-            lines.append(f"{name:<16}{r.rate:>9.1f}{self.ratio(name, base):>14.2f}{r.cpu_rate:>11.1f}"
+            c = self.compare(name, base)
+            span = f"{c['low']:.2f}-{c['high']:.2f}"
+            lines.append(f"{name:<16}{r.rate:>9.1f}{c['median']:>12.2f}{span:>12}{r.cpu_rate:>11.1f}"
                          f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}{self.mfu_cpu(name):>10.1%}"
                          f"{r.cpus:>7.2f}  {self.precision[name]}")
         return "\n".join(lines)
@@ -340,9 +364,9 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
                   log=None) -> tuple[dict, dict]:
     """Interleave the loops: ``warmup`` steps each, then ``rounds`` x (``steps`` steps of every loop in
     turn, followed by short bursts of a large matmul and a large convolution per dtype in
-    ``peak_dtypes``). Returns ({name: LoopResult}, {(dtype name, kind): best GFLOP/s},
-    {(dtype name, kind): best GFLOP per CPU-second}), dtype name 'fp32', 'bf16' or 'fp16', kind 'matmul' or
-    'conv'."""
+    ``peak_dtypes``). Returns ({name: LoopResult}, {(dtype name, kind): [GFLOP/s in each round]},
+    {(dtype name, kind): [GFLOP per CPU-second in each round]}), dtype name 'fp32', 'bf16' or 'fp16', kind
+    'matmul' or 'conv'."""
     results = {lp.name: LoopResult(lp.name) for lp in loops}
     peak, peak_cpu = {}, {}
     for lp in loops:
@@ -360,8 +384,8 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
             key = DTYPE_NAMES[dt]
             for kind in ("matmul", "conv"):
                 st = peak_stats(dt, device, kind, seconds=0.2, repeats=2)
-                peak[key, kind] = max(peak.get((key, kind), 0.0), st["wall"])
-                peak_cpu[key, kind] = max(peak_cpu.get((key, kind), 0.0), st["cpu"])
+                peak.setdefault((key, kind), []).append(st["wall"])
+                peak_cpu.setdefault((key, kind), []).append(st["cpu"])
     return results, peak, peak_cpu
 
 
@@ -404,12 +428,14 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
     dtypes = [torch.float32] + ([low] if low is not None else [])
     log = print if verbose else None
     results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device, log)
-    peak = {d: max(v for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}
-    peak_cpu = {d: max(v for (d2, _), v in peaks_cpu.items() if d2 == d) for d, _ in peaks_cpu}
+    med = statistics.median  # each kernel's median over rounds; the peak is the better kernel's
+    peak = {d: max(med(v) for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}
+    peak_cpu = {d: max(med(v) for (d2, _), v in peaks_cpu.items() if d2 == d) for d, _ in peaks_cpu}
     flops = train_flops(loops[0].model, image_size)
     return LadderResult(model, image_size, batch_size, str(device) if device.type != "cuda" else
                         torch.cuda.get_device_name(device), torch.get_num_threads(), flops, results, peak,
                         precision, time.perf_counter() - t0, peak_cpu,
+                        {f"{d} {k}": med(v) for (d, k), v in peaks.items()},
                         {f"{d} {k}": v for (d, k), v in peaks.items()})
 
 

@@ -156,8 +156,9 @@ def _device_name(device) -> str | None:
 @dataclass
 class History:
     """What :func:`fit` measured. Per epoch (lists indexed by epoch): train loss/accuracy, test
-    loss/top-1/top-5 (top-min(5, classes); None without test data), training images/s, epoch and
-    cumulative wall time (s), learning rate at the end of the epoch. Per step: loss and learning rate.
+    loss/top-1/top-5 (top-min(5, classes); None without test data), training images/s, the process's CPU
+    seconds of the training steps (the span images/s is measured over; all threads), epoch and cumulative
+    wall time (s), learning rate at the end of the epoch. Per step: loss and learning rate.
     Accuracies are fractions. ``config``: the :class:`FitConfig` and facts of the run."""
 
     epoch: list = field(default_factory=list)
@@ -167,6 +168,7 @@ class History:
     test_top1: list = field(default_factory=list)
     test_top5: list = field(default_factory=list)
     images_per_sec: list = field(default_factory=list)
+    train_cpu_time: list = field(default_factory=list)
     epoch_time: list = field(default_factory=list)
     wall_time: list = field(default_factory=list)
     lr: list = field(default_factory=list)
@@ -448,6 +450,7 @@ class _Epoch:
     logged: int = 0  # steps checked for NaN/inf and shown on the bar
     step_lrs: list = field(default_factory=list)
     t0: float = field(default_factory=time.perf_counter)  # when the epoch started (less earlier sessions)
+    c0: float = field(default_factory=time.process_time)  # the same in process CPU time
     last_batch: torch.Tensor | None = None  # to check the model's outputs before a save (not saved)
 
     @classmethod
@@ -458,12 +461,13 @@ class _Epoch:
     def to_state(self) -> dict:
         return dict(epoch=self.epoch, losses=self.losses.cpu(), loss_sum=self.loss_sum.cpu(),
                     correct=self.correct.cpu(), seen=self.seen, step=self.step, step_lrs=list(self.step_lrs),
-                    elapsed=time.perf_counter() - self.t0)
+                    elapsed=time.perf_counter() - self.t0, cpu_elapsed=time.process_time() - self.c0)
 
     @classmethod
     def from_state(cls, s: dict, device) -> _Epoch:
         return cls(s["epoch"], s["losses"].to(device), s["loss_sum"].to(device), s["correct"].to(device),
-                   s["seen"], s["step"], s["step"], list(s["step_lrs"]), time.perf_counter() - s["elapsed"])
+                   s["seen"], s["step"], s["step"], list(s["step_lrs"]), time.perf_counter() - s["elapsed"],
+                   time.process_time() - s.get("cpu_elapsed", 0.0))
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
@@ -718,7 +722,7 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
     if run.world > 1:
         dist.all_reduce(sums)
     loss_sum, correct, seen = sums.tolist()
-    train_time = time.perf_counter() - ep.t0
+    train_time, train_cpu = time.perf_counter() - ep.t0, time.process_time() - ep.c0
     test = {} if run.test_loader is None else evaluate(run.model, run.test_loader, run.device,
                                                         precision=cfg.precision)
     for name, value in [("train loss", loss_sum / seen), ("test loss", test.get("loss", 0.0))]:
@@ -732,7 +736,7 @@ def _end_epoch(run: _Run, ep: _Epoch) -> None:
     top5 = max((k for k in test if k.startswith("top")), key=lambda k: int(k[3:]), default=None)
     row = dict(epoch=ep.epoch + 1, train_loss=loss_sum / seen, train_acc=correct / seen,
                test_loss=test.get("loss"), test_top1=test.get("top1"), test_top5=test.get(top5),
-               images_per_sec=seen / train_time, epoch_time=epoch_time,
+               images_per_sec=seen / train_time, train_cpu_time=train_cpu, epoch_time=epoch_time,
                wall_time=(h.wall_time or [0.0])[-1] + epoch_time, lr=ep.step_lrs[-1])
     for key, value in row.items():
         getattr(h, key).append(value)

@@ -7,8 +7,11 @@ convolution, fp32 and bf16; both are printed).
     python -m bench.throughput --models alexnet_small@28:width=0.5,norm=batch --batch-size 256
 
 The loops are interleaved (rounds of a fixed number of steps of each loop after a warm-up), so machine
-load hits them alike; the ratio is the median over rounds of the per-round ratio. On a GPU the same
-command keeps the data on the device, uses bf16 autocast and no per-step host sync in fit.
+load hits them alike; every ratio is the median over rounds of the per-round ratio, printed with the
+range of the rounds, and `fit` is called faster or slower than another rung only when every round agrees
+and the median lies farther from 1 than half that range (otherwise: within noise). The peaks are the
+median over rounds of short bursts of a large matmul and convolution. On a GPU the same command keeps the
+data on the device, uses bf16 autocast and no per-step host sync in fit.
 """
 
 from __future__ import annotations
@@ -67,8 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=DEFAULT_MODELS, help="name@size[:kw=v,...]")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=3, help="measured steps per loop per round")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1, help="unmeasured steps per loop first")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps per loop first")
     p.add_argument("--ladder", action="store_true", help="measure every rung, not only tutorial and fit")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--num-workers", type=int, default=None,
@@ -102,12 +105,19 @@ def main(argv=None) -> int:
               f"{r.precision['fit']} peak, tutorial {r.mfu('tutorial'):.1%} of fp32 peak (per CPU-second: "
               f"{r.mfu_cpu('fit'):.1%} and {r.mfu_cpu('tutorial'):.1%}) [{r.seconds:.0f} s]")
         best = r.ceiling(r.precision["fit"])
+        bound = best / r.rate("tutorial")
         print(f"   ceiling: a loop at 100% of the {r.precision['fit']} peak would train {best:.1f} img/s, "
-              f"{best / r.rate('tutorial'):.2f}x the tutorial loop", flush=True)
+              f"{bound:.2f}x the tutorial loop; fit reached {r.ratio('fit') / bound:.0%} of it")
+        versus = {rung: r.compare("fit", rung) for rung in r.results if rung != "fit"}
+        for rung, c in versus.items():
+            print(f"   fit vs {rung:<15} {c['median']:.2f}x (rounds {c['low']:.2f}-{c['high']:.2f}): "
+                  f"{c['verdict']}")
+        print(flush=True)
         out.append(dict(spec=spec, model=name, image_size=size, kwargs=kw, batch_size=a.batch_size,
                         device=r.device, threads=r.threads, train_flops_per_image=r.train_flops,
                         peak_gflops=r.peak, peak_gflop_per_cpu_s=r.peak_cpu,
                         ratio_fit_vs_tutorial=r.ratio("fit"), cpu_ratio=cpu_ratio,
+                        fit_vs=versus, peak_rounds=r.peak_rounds,
                         ceiling_img_s=best, ceiling_ratio=best / r.rate("tutorial"),
                         loops={k: dict(img_s=v.rate, rates=v.rates, img_per_cpu_s=v.cpu_rate, cores=v.cpus,
                                        gflops=r.gflops(k), mfu=r.mfu(k), mfu_cpu=r.mfu_cpu(k),

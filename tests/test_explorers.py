@@ -338,6 +338,10 @@ def test_epoch_time_matches_speed(name, size):
     want = train_flops(model, size)
     assert js[0] == pytest.approx(want, rel=1e-12)
     assert js[1] == pytest.approx(predicted_epoch_time(want, 123.4, 60000), rel=1e-12)
+    # the ImageNet preset's models: 3 channels, 1,000 classes (the paper's alexnet: 1.449 GFLOPs forward)
+    f = run_js("epoch_time", "AX.explorers.epoch_time.trainFlops(ARGS.spec, ARGS.size)",
+               {"spec": e.data["imagenet_models"][name], "size": size})
+    assert f == pytest.approx(train_flops(get_model(name, in_channels=3, num_classes=1000), size), rel=1e-12)
 
 
 ALL = [

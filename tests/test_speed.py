@@ -23,6 +23,7 @@ from alexnet_lib.speed import (
     RUNGS,
     DeviceLoop,
     FitLoop,
+    LadderResult,
     LoopResult,
     ablation_summary,
     ladder,
@@ -97,8 +98,26 @@ def test_measure_loops_interleaves_and_records_peaks():
                                         device="cpu")
     assert list(res) == ["loop0", "loop1"]
     assert all(len(r.images) == 2 and r.images[0] == 8 for r in res.values())
-    assert set(peak) == {("fp32", "matmul"), ("fp32", "conv")} and min(peak.values()) > 0
+    assert set(peak) == {("fp32", "matmul"), ("fp32", "conv")}
+    assert all(len(v) == 2 and min(v) > 0 for v in peak.values())  # one burst per round
     assert set(peak_cpu) == set(peak)
+
+
+def test_compare_names_a_direction_only_when_every_round_agrees_beyond_the_spread():
+    r = LadderResult("m", 28, 8, "cpu", 1, 1e9, {}, {"fp32": 1.0}, {})
+
+    def with_rates(a, b):
+        r.results = {"a": LoopResult("a", [1] * len(a), [1 / x for x in a], [1] * len(a)),
+                     "b": LoopResult("b", [1] * len(b), [1 / x for x in b], [1] * len(b))}
+        return r.compare("a", "b")
+
+    c = with_rates([11, 12, 13], [10, 10, 10])
+    assert c["verdict"] == "faster" and c["median"] == pytest.approx(1.2)
+    assert (c["low"], c["high"]) == (pytest.approx(1.1), pytest.approx(1.3))
+    assert with_rates([9, 8, 9.5], [10, 10, 10])["verdict"] == "slower"
+    assert with_rates([9, 11, 10.5], [10, 10, 10])["verdict"] == "within noise"  # rounds disagree
+    assert with_rates([10.1, 13, 10.2], [10, 10, 10])["verdict"] == "within noise"  # spread > effect
+    assert with_rates([12], [10])["verdict"] == "one round"
 
 
 def test_ladder_every_rung_on_real_fashion_mnist(fashion):

@@ -32,7 +32,7 @@ from alexnet_lib.train import (
     seed_everything,
 )
 
-TIMING = ("images_per_sec", "epoch_time", "wall_time")
+TIMING = ("images_per_sec", "train_cpu_time", "epoch_time", "wall_time")
 
 
 def _digest(path):

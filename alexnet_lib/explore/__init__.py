@@ -278,7 +278,11 @@ def lrn(seed: int = 0, channels: int = 32) -> Explorer:
 def epoch_time(model: str = "alexnet_d2l", image_size: int = 224, n_images: int = 60_000,
                gflops: float = 100.0, models=("alexnet_d2l", "alexnet_torchvision", "alexnet",
                                               "alexnet_small", "lenet5")) -> Explorer:
-    """Chapter 8: epoch time = images x training FLOPs per image / achieved FLOP/s, for any input size."""
-    specs = {m: model_spec(m, **({"in_channels": 1, "num_classes": 10})) for m in models}
-    return Explorer("epoch_time", {"models": specs, "model": model, "size": image_size, "n": n_images,
-                                   "gflops": gflops}, "Epoch-time calculator")
+    """Chapter 8: epoch time = images x training FLOPs per image / achieved FLOP/s, for any input size;
+    the models as built for Fashion-MNIST (1 channel, 10 classes) and for ImageNet (3 channels, 1,000
+    classes), which the ImageNet preset switches to."""
+    specs = {m: model_spec(m, in_channels=1, num_classes=10) for m in models}
+    imagenet = {m: model_spec(m, in_channels=3, num_classes=1000) for m in models}
+    return Explorer("epoch_time", {"models": specs, "imagenet_models": imagenet, "model": model,
+                                   "size": image_size, "n": n_images, "gflops": gflops},
+                    "Epoch-time calculator")
