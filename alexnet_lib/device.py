@@ -226,6 +226,8 @@ def peak_stats(dtype: torch.dtype = torch.float32, device=None, kind: str = "mat
     device = select_device(device)
     op, flop = _peak_op(kind, dtype, device, n)
     old = torch.get_float32_matmul_precision()
+    # fp32 matmuls in true fp32 (no TF32), as the tutorial loop runs them; cuDNN's fp32 convolutions keep
+    # PyTorch's default (TF32 allowed on GPUs that have it), also as in the tutorial loop
     torch.set_float32_matmul_precision("highest")
     try:
         op()  # warm-up

@@ -62,7 +62,7 @@ from .train import fit
 __all__ = ["ABLATIONS", "ABLATION_COMPARE", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop",
            "LadderResult", "LoopResult", "TutorialLoop", "ablation_summary", "ablation_table", "ladder",
            "measure_loops", "paired_verdict", "predicted_epoch_time", "recipe_ablation",
-           "recipe_model", "t_quantile", "time_to_accuracy", "vary_recipe"]
+           "recipe_model", "t_quantile", "time_to_accuracy", "tutorial_seconds", "vary_recipe"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
 RUNG_LABELS = {
@@ -477,6 +477,24 @@ def _loadavg() -> tuple | None:
         return tuple(round(x, 2) for x in os.getloadavg())
     except OSError:
         return None
+
+
+def tutorial_seconds(n_images: int = 6000, model: str = "alexnet_small", image_size: int = 32,
+                     batch_size: int = 128, steps: int = 8, warmup: int = 2, device=None,
+                     seed: int = 0) -> dict:
+    """How long the tutorial loop (:class:`TutorialLoop`: PIL resize, ``DataLoader``, fp32) needs to train
+    ``n_images`` images of ``model`` at ``image_size``, extrapolated from ``steps`` timed steps after
+    ``warmup``: the time budget that :func:`time_to_accuracy` runs are compared with (measured in the same
+    process, so both see the same machine). Returns ``seconds``, ``img_s`` and the settings."""
+    device = select_device(device)
+    torch.manual_seed(seed)
+    net = get_model(model, num_classes=10, in_channels=1)
+    loop = TutorialLoop(net, device, image_size=image_size, batch_size=batch_size, seed=seed)
+    loop.run(warmup)
+    n, wall, _ = loop.run(steps)
+    rate = n / wall
+    return dict(seconds=n_images / rate, img_s=rate, n_images=n_images, model=model, image_size=image_size,
+                batch_size=batch_size, steps=steps)
 
 
 def time_to_accuracy(recipe: dict | None = None, target: float = 0.90, train: ImageData | None = None,

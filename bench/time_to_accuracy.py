@@ -42,12 +42,14 @@ from alexnet_lib.speed import (  # noqa: E402
     ablation_table,
     recipe_ablation,
     time_to_accuracy,
+    tutorial_seconds,
     vary_recipe,
 )
 from bench import load_average, run_metadata  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")  # the recipe's model settings; the rest go to fit
-NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation", "seeds")
+NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation", "seeds",
+              "budget_images")
 
 
 def main(argv=None) -> int:
@@ -71,6 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train the recipe (with --ablation: every variant) once per seed (overrides "
                         "--seed), e.g. --seeds 0 1 2")
+    p.add_argument("--budget-images", type=int, default=6000,
+                   help="compare each run with the time the tutorial loop needs for this many images of "
+                        "alexnet_small at 32 px, measured before and after the runs (0: do not measure)")
     p.add_argument("--ablation", action="store_true",
                    help="train the recipe, then with one ingredient changed at a time (speed.ABLATIONS)")
     a = p.parse_args(argv)
@@ -106,11 +111,22 @@ def main(argv=None) -> int:
                 json.dump(dict(meta=dict(meta, load_average_end=load_average()), compare=ABLATION_COMPARE,
                                runs=runs, summary=ablation_summary(results)), f, indent=1)
         return 0
+    budgets = [tutorial_seconds(a.budget_images, device=a.device)] if a.budget_images else []
     runs = []
     for seed in a.seeds if a.seeds is not None else [recipe["fit"].get("seed", 0)]:
         with quiet_bar:
             runs.append(time_to_accuracy(vary_recipe(recipe, fit=dict(seed=seed)), progress=True, **kw))
         report(runs[-1], a.target)
+    budget = None
+    if budgets:
+        budgets.append(tutorial_seconds(a.budget_images, device=a.device))
+        seconds = statistics.mean(b["seconds"] for b in budgets)
+        within = [r["time_to_target_s"] is not None and r["time_to_target_s"] <= seconds for r in runs]
+        budget = dict(seconds=seconds, measurements=budgets, within=within)
+        rates = " and ".join(f"{b['img_s']:.1f}" for b in budgets)
+        print(f"budget: the tutorial loop needs {seconds:.1f} s for {a.budget_images:,} images of "
+              f"alexnet_small at 32 px ({rates} img/s before and after the runs); {sum(within)} of "
+              f"{len(runs)} runs reached {a.target:.0%} within it")
     if len(runs) > 1:
         accs = [100 * r["accuracy"] for r in runs]
         secs = [r["train_eval_s"] for r in runs]
@@ -122,7 +138,8 @@ def main(argv=None) -> int:
         out = [dict({k: v for k, v in r.items() if k != "history"}, history=r["history"].to_dict())
                for r in runs]
         with open(a.json, "w") as f:
-            json.dump(dict(meta=dict(meta, load_average_end=load_average()), runs=out), f, indent=1)
+            json.dump(dict(meta=dict(meta, load_average_end=load_average()), runs=out, budget=budget), f,
+                      indent=1)
     return 0 if all(r["reached"] is not None for r in runs) else 1
 
 

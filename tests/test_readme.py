@@ -27,11 +27,28 @@ def test_render_from_results(tmp_path, monkeypatch):
     run = lambda seed, acc: dict(recipe=dict(model=dict(name="alexnet_small", width=0.25), fit=dict(  # noqa: E731
         seed=seed, image_size=28, optimizer="sgd", lr=0.1, schedule="onecycle", label_smoothing=0.1,
         batch_size=256, epochs=3)), accuracy=acc, train_eval_s=50.0, reached=3, target=0.9)
-    runs = [run(0, .91), run(1, .915)]
-    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(dict(meta=META, runs=runs)))
+    runs = [dict(run(0, .91), time_to_target_s=50.0), dict(run(1, .915), time_to_target_s=None)]
+    budget = dict(seconds=40.0, within=[False, False], measurements=[dict(
+        n_images=6000, model="alexnet_small", image_size=32, img_s=150.0)])
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps(dict(meta=META, runs=runs, budget=budget)))
     monkeypatch.setattr(readme_bench, "RESULTS", tmp_path)
     text = readme_bench.render()
     assert "| `alexnet_d2l` at 224 px, batch 128 | 20.4 img/s (60% of the fp32 peak) | 71.4 img/s" in text
     assert "| 3.50x | 19.30x | 12.09x |" in text and "Test CPU" in text and "bf16 computed by AMX" in text
     assert "91.00% in 50.0 s (seed 0), 91.50% in 50.0 s (seed 1)" in text
     assert "2 of 2 runs reached 90%" in text
+    assert ("the tutorial loop needed 40.0 s for 6,000 images of `alexnet_small` at 32 px in the same run; "
+            "time to 90% per seed: 50.0 s, not reached (0 of 2 within the budget)") in text
+
+
+def test_intro_chapter_times_match_the_recorded_full_runs():
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "tools" / "run_notebooks.py")
+    run_notebooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_notebooks)
+    assert run_notebooks.main(["--check"]) == 0, "run: python tools/run_notebooks.py --intro"
+    text = run_notebooks.intro_table({"chapters": {"01_x.ipynb": dict(wall_s=30.0, machine=dict(
+        cpu="Test CPU", torch="2.14")), "07_full_training.ipynb": dict(wall_s=400.0, machine=dict(
+            cpu="Test CPU", torch="2.14"))}})
+    assert "on Test CPU, torch 2.14: about 7 minutes for all 2 chapters together" in text
+    assert "| {doc}`/notebooks/01_x` | CPU | under a minute |" in text
+    assert "a GPU (e.g. Colab) makes full mode much faster | about 7 minutes |" in text

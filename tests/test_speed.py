@@ -180,9 +180,11 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
             "--json", str(out)]
     p = _bench("time_to_accuracy", *args, "--target", "0")
     assert p.returncode == 0, p.stderr[-3000:]
-    assert "target 0% reached after epoch 1" in p.stdout
+    assert "target 0% reached after epoch 1" in p.stdout and "budget: the tutorial loop needs" in p.stdout
     (r,) = json.loads(out.read_text())["runs"]
     assert r["n_train"] == 512 and r["recipe"]["fit"]["epochs"] == 1 and len(r["history"]["test_top1"]) == 1
+    assert json.loads(out.read_text())["budget"]["within"] == [True]  # the default budget, measured
+    args += ["--budget-images", "0"]  # the rest without it
     p = _bench("time_to_accuracy", *args, "--target", "1.01")
     assert p.returncode == 1 and "NOT reached" in p.stdout
     p = _bench("time_to_accuracy", *args, "--target", "0", "--seeds", "0", "1")

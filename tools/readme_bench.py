@@ -59,7 +59,19 @@ def accuracy_section(doc: dict) -> list[str]:
             f"{fit['image_size']} px, {fit['optimizer']} lr {fit['lr']} with schedule {fit['schedule']}, "
             f"label smoothing {fit['label_smoothing']}, batch {fit['batch_size']}, {fit['epochs']} epochs) "
             f"reached {per_seed} of training plus evaluation{spread}; {reached} of {len(runs)} runs reached "
-            f"{runs[0]['target']:.0%}."]
+            f"{runs[0]['target']:.0%}." + _budget(doc.get("budget"), runs)]
+
+
+def _budget(budget: dict | None, runs: list) -> str:
+    """The sentence comparing the runs with the tutorial loop's time, measured in the same run."""
+    if not budget:
+        return ""
+    b = budget["measurements"][0]
+    times = ", ".join("not reached" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f} s"
+                      for r in runs)
+    return (f" Budget: the tutorial loop needed {budget['seconds']:.1f} s for {b['n_images']:,} images of "
+            f"`{b['model']}` at {b['image_size']} px in the same run; time to {runs[0]['target']:.0%} per "
+            f"seed: {times} ({sum(budget['within'])} of {len(runs)} within the budget).")
 
 
 def render() -> str:
