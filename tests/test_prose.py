@@ -112,9 +112,15 @@ def prose_blocks() -> list[tuple[str, str, str]]:
                 text = _strip_code("".join(cell["source"]))
                 blocks.append((path.relative_to(ROOT).as_posix(), f"cell {i}", text))
     for path in sorted((ROOT / "book").glob("*.md")):
-        text = _strip_code(path.read_text(encoding="utf-8"))
+        text = _strip_code(_strip_generated(path.read_text(encoding="utf-8")))
         blocks.append((path.relative_to(ROOT).as_posix(), "page", text))
     return blocks
+
+
+def _strip_generated(text: str) -> str:
+    """The page without the blocks a tool writes from committed measurements (book/intro.md's chapter
+    times, from bench/results/notebook_times.json; tests/test_readme.py checks that they are current)."""
+    return re.sub(r"<!-- notebook-times:start -->.*?<!-- notebook-times:end -->", "", text, flags=re.S)
 
 
 def typed_measurements(blocks) -> list[tuple[str, str, str, str, str]]:
