@@ -49,7 +49,7 @@ from bench import load_average, run_metadata  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")  # the recipe's model settings; the rest go to fit
 NOT_RECIPE = ("target", "threads", "device", "json", "n_train", "n_test", "ablation", "seeds",
-              "budget_images")
+              "budget_images", "budget_steps")
 
 
 def main(argv=None) -> int:
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     p.add_argument("--budget-images", type=int, default=6000,
                    help="compare each run with the time the tutorial loop needs for this many images of "
                         "alexnet_small at 32 px, measured before and after the runs (0: do not measure)")
+    p.add_argument("--budget-steps", type=int, default=8, help="timed steps of each budget measurement")
     p.add_argument("--ablation", action="store_true",
                    help="train the recipe, then with one ingredient changed at a time (speed.ABLATIONS)")
     a = p.parse_args(argv)
@@ -111,7 +112,8 @@ def main(argv=None) -> int:
                 json.dump(dict(meta=dict(meta, load_average_end=load_average()), compare=ABLATION_COMPARE,
                                runs=runs, summary=ablation_summary(results)), f, indent=1)
         return 0
-    budgets = [tutorial_seconds(a.budget_images, device=a.device)] if a.budget_images else []
+    budget_kw = dict(steps=a.budget_steps, device=a.device)
+    budgets = [tutorial_seconds(a.budget_images, **budget_kw)] if a.budget_images else []
     runs = []
     for seed in a.seeds if a.seeds is not None else [recipe["fit"].get("seed", 0)]:
         with quiet_bar:
@@ -119,7 +121,7 @@ def main(argv=None) -> int:
         report(runs[-1], a.target)
     budget = None
     if budgets:
-        budgets.append(tutorial_seconds(a.budget_images, device=a.device))
+        budgets.append(tutorial_seconds(a.budget_images, **budget_kw))
         seconds = statistics.mean(b["seconds"] for b in budgets)
         within = [r["time_to_target_s"] is not None and r["time_to_target_s"] <= seconds for r in runs]
         budget = dict(seconds=seconds, measurements=budgets, within=within)

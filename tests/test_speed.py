@@ -177,7 +177,7 @@ def test_throughput_command_rejects_bad_model_spec(fashion_root):
 def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     out = tmp_path / "r.json"
     args = ["--epochs", "1", "--width", "0.25", "--n-train", "512", "--n-test", "256", "--batch-size", "64",
-            "--json", str(out)]
+            "--json", str(out), "--budget-steps", "1"]
     p = _bench("time_to_accuracy", *args, "--target", "0")
     assert p.returncode == 0, p.stderr[-3000:]
     assert "target 0% reached after epoch 1" in p.stdout and "budget: the tutorial loop needs" in p.stdout
