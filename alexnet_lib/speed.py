@@ -361,8 +361,10 @@ class LadderResult:
 
 
 def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dtypes=(), device=None,
-                  log=None) -> tuple[dict, dict]:
-    """Interleave the loops: ``warmup`` steps each, then ``rounds`` x (``steps`` steps of every loop in
+                  log=None, warmup_rounds: int = 0) -> tuple[dict, dict]:
+    """Interleave the loops: ``warmup`` steps each and ``warmup_rounds`` unrecorded rounds (a loop may
+    need more than its first steps to settle: the fit rung, a new ``fit`` call per round, ran its first
+    two rounds up to a third slower on alexnet_d2l), then ``rounds`` x (``steps`` steps of every loop in
     turn, followed by short bursts of a large matmul and a large convolution per dtype in
     ``peak_dtypes``). Returns ({name: LoopResult}, {(dtype name, kind): [GFLOP/s in each round]},
     {(dtype name, kind): [GFLOP per CPU-second in each round]}), dtype name 'fp32', 'bf16' or 'fp16', kind
@@ -372,6 +374,9 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
     for lp in loops:
         if warmup:
             lp.run(warmup)
+    for r in range(warmup_rounds):
+        for lp in loops if r % 2 == 0 else loops[::-1]:
+            lp.run(steps)
     for r in range(rounds):
         order = loops if r % 2 == 0 else loops[::-1]  # alternate the order: no rung always goes first
         for lp in order:
@@ -390,11 +395,13 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
 
 
 def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 128, *,
-           rungs=RUNGS, steps: int = 3, rounds: int = 3, warmup: int = 1, device=None, seed: int = 0,
+           rungs=RUNGS, steps: int = 3, rounds: int = 3, warmup: int = 1, warmup_rounds: int = 0,
+           device=None, seed: int = 0,
            data: ImageData | None = None, num_workers: int = 0, verbose: bool = False,
            **model_kwargs) -> LadderResult:
     """Measure the training images/s of each rung of the ladder (see the module docstring) for one
-    model, image size and batch size; interleaved, ``rounds`` x ``steps`` steps after ``warmup``."""
+    model, image size and batch size; interleaved, ``rounds`` x ``steps`` steps after ``warmup`` steps
+    and ``warmup_rounds`` unrecorded rounds."""
     t0 = time.perf_counter()
     device = select_device(device)
     data = data if data is not None else load_dataset("fashion-mnist", train=True, download=False)
@@ -427,7 +434,8 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
         precision[name] = DTYPE_NAMES[low] if name in ("bf16", "fit") else "fp32"
     dtypes = [torch.float32] + ([low] if low is not None else [])
     log = print if verbose else None
-    results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device, log)
+    results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device, log,
+                                              warmup_rounds=warmup_rounds)
     med = statistics.median  # each kernel's median over rounds; the peak is the better kernel's
     peak = {d: max(med(v) for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}
     peak_cpu = {d: max(med(v) for (d2, _), v in peaks_cpu.items() if d2 == d) for d, _ in peaks_cpu}

@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="measured steps per loop per round")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps per loop first")
+    p.add_argument("--warmup-rounds", type=int, default=1, help="then unmeasured rounds of every loop")
     p.add_argument("--ladder", action="store_true", help="measure every rung, not only tutorial and fit")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     p.add_argument("--num-workers", type=int, default=None,
@@ -96,6 +97,7 @@ def main(argv=None) -> int:
         gpu = torch.cuda.is_available() if dev is None else dev.type == "cuda"
         workers = a.num_workers if a.num_workers is not None else (4 if gpu else 0)
         r = ladder(name, size, a.batch_size, rungs=rungs, steps=a.steps, rounds=a.rounds, warmup=a.warmup,
+                   warmup_rounds=a.warmup_rounds,
                    device=a.device, num_workers=workers, verbose=a.verbose, **kw)
         print()
         print(r.table())
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at end: {load_average()}")
     if a.json:
         meta.update(seconds=round(time.perf_counter() - t0), load_average_end=_load_end(), ladder=a.ladder,
-                    steps=a.steps, rounds=a.rounds)
+                    steps=a.steps, rounds=a.rounds, warmup=a.warmup, warmup_rounds=a.warmup_rounds)
         with open(a.json, "w") as f:
             json.dump(dict(meta=meta, results=out), f, indent=1)
     return 0

@@ -94,8 +94,13 @@ def test_measure_loops_interleaves_and_records_peaks():
     cpu = torch.device("cpu")
     loops = [DeviceLoop(get_model("alexnet_small", in_channels=1, num_classes=10, **TINY), cpu, data, 28, 8,
                         name=f"loop{i}") for i in range(2)]
+    calls = []
+    for lp in loops:
+        run = lp.run
+        lp.run = lambda k, run=run, name=lp.name: calls.append(name) or run(k)
     res, peak, peak_cpu = measure_loops(loops, steps=1, rounds=2, warmup=0, peak_dtypes=(torch.float32,),
-                                        device="cpu")
+                                        device="cpu", warmup_rounds=1)
+    assert calls == ["loop0", "loop1"] * 2 + ["loop1", "loop0"]  # one unrecorded round, then alternating
     assert list(res) == ["loop0", "loop1"]
     assert all(len(r.images) == 2 and r.images[0] == 8 for r in res.values())
     assert set(peak) == {("fp32", "matmul"), ("fp32", "conv")}
@@ -158,7 +163,8 @@ def _bench(module, *args, timeout=300):
 def test_throughput_command_prints_ratio_and_mfu(fashion_root, tmp_path):
     out = tmp_path / "t.json"
     p = _bench("throughput", "--models", "alexnet_small@28:width=0.25,norm=batch", "--batch-size", "16",
-               "--steps", "1", "--rounds", "1", "--warmup", "0", "--device", "cpu", "--json", str(out))
+               "--steps", "1", "--rounds", "1", "--warmup", "0", "--warmup-rounds", "0", "--device", "cpu",
+               "--json", str(out))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "RATIO" in p.stdout and "MFU" in p.stdout and "peak GFLOP/s" in p.stdout
     doc = json.loads(out.read_text())
