@@ -87,22 +87,28 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="only check; exit 1 if README.md is stale")
     a = p.parse_args(argv)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    if START not in text or END not in text:
-        print(f"README.md has no {START} ... {END} block", file=sys.stderr)
+    return rewrite_block(ROOT / "README.md", START, END, render(), check=a.check,
+                         stale="its speed section differs from bench/results/*.json: "
+                               "run python tools/readme_bench.py")
+
+
+def rewrite_block(path: Path, start: str, end: str, block: str, check: bool = False, stale: str = "") -> int:
+    """Replace the text from ``start`` to ``end`` in ``path`` by ``block`` (which holds both markers); with
+    ``check``, only compare and print ``stale`` when they differ. The exit status: 0, or 1 (missing
+    markers, or stale under ``check``). tools/run_notebooks.py uses it for book/intro.md too."""
+    text = path.read_text()
+    if start not in text or end not in text:
+        print(f"{path.name} has no {start} ... {end} block", file=sys.stderr)
         return 1
-    head, rest = text.split(START, 1)
-    new = head + render() + rest.split(END, 1)[1]
-    if a.check:
+    head, rest = text.split(start, 1)
+    new = head + block + rest.split(end, 1)[1]
+    if check:
         if new != text:
-            print("README.md's speed section differs from bench/results/*.json: "
-                  "run python tools/readme_bench.py", file=sys.stderr)
+            print(f"{path.name}: {stale}", file=sys.stderr)
             return 1
         return 0
-    readme.write_text(new)
+    path.write_text(new)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -56,21 +56,12 @@ def intro_table(doc: dict) -> str:
 
 
 def write_intro(check: bool = False) -> int:
-    doc = json.loads(RESULTS.read_text())
-    text = INTRO.read_text()
-    if START not in text or END not in text:
-        print(f"{INTRO} has no {START} ... {END} block", file=sys.stderr)
-        return 1
-    head, rest = text.split(START, 1)
-    new = head + intro_table(doc) + rest.split(END, 1)[1]
-    if check:
-        if new != text:
-            print("book/intro.md's table differs from bench/results/notebook_times.json: "
-                  "run python tools/run_notebooks.py --intro", file=sys.stderr)
-            return 1
-        return 0
-    INTRO.write_text(new)
-    return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # tools/readme_bench.py, next to this file
+    from readme_bench import rewrite_block
+
+    return rewrite_block(INTRO, START, END, intro_table(json.loads(RESULTS.read_text())), check=check,
+                         stale="its table differs from bench/results/notebook_times.json: "
+                               "run python tools/run_notebooks.py --intro")
 
 
 def run(path: Path) -> float:
