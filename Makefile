@@ -18,8 +18,10 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check alexnet_lib tests bench tools book/_ext
 
+# Two pytest-xdist workers: many tests wait on subprocesses and file I/O, so two workers on two cores took
+# 96 s where one took 134 s (the notebooks, each already using both cores, gain nothing from this).
 unit: $(STAMP)
-	$(PY) -m pytest tests -q -m "not slow" --ignore=tests/test_browser.py --ignore=tests/test_book.py
+	$(PY) -m pytest tests -q -n 2 -m "not slow" --ignore=tests/test_browser.py --ignore=tests/test_book.py
 
 # The notebooks in QUICK mode (short training) against their stored full-run outputs.
 nbval: $(STAMP)
@@ -31,11 +33,16 @@ colab: $(STAMP)
 
 # The built book has every page and figure; every page in headless Chromium, offline (Debian: apt-get install chromium);
 # screenshots and a report go to test-artifacts/.
+BROWSER_TESTS = BOOK_HTML=_build/html $(PY) -m pytest tests/test_book.py tests/test_browser.py -q
 browser: book
-	BOOK_HTML=_build/html $(PY) -m pytest tests/test_book.py tests/test_browser.py -q
+	$(BROWSER_TESTS)
 
-# The whole suite: what .ci/run calls.
-test: lint unit nbval colab browser
+# The whole suite: what .ci/run calls. The Colab test (mostly pip and file copies) and the book build
+# (one Sphinx process) each leave a core idle, so they run side by side; the tests that use both cores
+# (unit, nbval) run alone.
+test: lint unit nbval
+	$(MAKE) -j2 --output-sync=target colab book
+	$(BROWSER_TESTS)
 
 # MathJax, RequireJS and the ipywidgets HTML manager, pinned, from the npm registry into _vendor/ (the
 # book serves them itself; without them it falls back to CDNs and says so).

@@ -11,7 +11,7 @@ training + evaluation, the total including data loading, the process CPU time, a
 of the machine before and after (other processes on the same cores slow the wall clock down). With
 ``--ablation`` it prints a table of every variant (alexnet_lib.speed.ABLATIONS) and seed, and for each
 variant the paired per-seed difference to the row it is compared with (speed.ABLATION_COMPARE), with a
-verdict only where the difference lies outside its 95% confidence interval.
+verdict only where the 95% confidence interval of the difference excludes zero.
 """
 
 from __future__ import annotations
