@@ -23,9 +23,12 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests -q -n 2 -m "not slow" --ignore=tests/test_browser.py --ignore=tests/test_book.py
 
-# The notebooks in QUICK mode (short training) against their stored full-run outputs.
+# The notebooks in QUICK mode (short training) against their stored full-run outputs: two notebooks at a
+# time (pytest-xdist, all cells of a notebook in one worker), one torch thread each. On 2 cores this took
+# 86 s where one notebook at a time with 2 threads took 132-151 s (two workers with 2 threads each, 4 min:
+# waiting OpenMP threads spin and take the core from the thread they wait for).
 nbval: $(STAMP)
-	ALEXNET_QUICK=1 $(NBVAL) -q
+	OMP_NUM_THREADS=1 ALEXNET_QUICK=1 $(NBVAL) -q -n 2 --dist loadfile
 
 # The Colab bootstrap cell, run as on Colab in a fresh virtual environment (1-3 minutes).
 colab: $(STAMP)
