@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check alexnet_lib tests bench tools book/_ext
 
 # Two pytest-xdist workers: many tests wait on subprocesses and file I/O, so two workers on two cores took
-# 96 s where one took 134 s (the notebooks, each already using both cores, gain nothing from this).
+# 93-111 s where one took 134 s.
 unit: $(STAMP)
 	$(PY) -m pytest tests -q -n 2 -m "not slow" --ignore=tests/test_browser.py --ignore=tests/test_book.py
 
