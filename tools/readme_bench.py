@@ -110,5 +110,6 @@ def rewrite_block(path: Path, start: str, end: str, block: str, check: bool = Fa
     path.write_text(new)
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
