@@ -7,12 +7,16 @@
 * :func:`cpu_flags`, :func:`cpu_name`, :func:`bf16_hardware`, :func:`describe`: what the hardware is
   (nothing else in the package reads ``/proc/cpuinfo``);
 * :func:`peak_stats`, :func:`matmul_peak`, :func:`conv_peak`: the FLOP/s the hardware delivers on the
-  friendliest workloads, measured.
+  friendliest workloads, measured;
+* :func:`keep_freed_memory`, :func:`can_keep_freed_memory`, :func:`page_faults`: host memory that
+  tensors free stays in the process for the next step (glibc), as PyTorch's caching allocator does on
+  a GPU; what not keeping it costs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import os
 import platform
@@ -24,8 +28,8 @@ from torch import nn
 from . import checks
 
 __all__ = ["DTYPE_NAMES", "PRECISIONS", "amp_dtype", "autocast", "autocast_dtype", "bf16_hardware",
-           "conv_peak", "cpu_flags", "cpu_name", "describe", "matmul_peak", "model_device", "peak_stats",
-           "select_device", "sync"]
+           "can_keep_freed_memory", "conv_peak", "cpu_flags", "cpu_name", "describe", "keep_freed_memory",
+           "matmul_peak", "model_device", "page_faults", "peak_stats", "select_device", "sync"]
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32", torch.float32: "fp32"}
@@ -135,6 +139,80 @@ def autocast(device: str | torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+# --- host memory -----------------------------------------------------------------------------------
+
+# glibc's <malloc.h>: mallopt parameters, and the values keep_freed_memory leaves behind on exit
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+_MMAP_THRESHOLD_AFTER = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where glibc's own threshold
+_TRIM_THRESHOLD_AFTER = 64 * 2**20  # settles once a block that large was freed; trimming at twice that
+_MMAP_MAX_DEFAULT = 65536
+_kept = {"depth": 0}
+
+
+@functools.cache
+def _glibc():
+    """The C library when it is glibc (Linux), with mallopt and malloc_trim; else None."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes, libc.malloc_trim.argtypes = [ctypes.c_int, ctypes.c_int], [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def can_keep_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` changes anything here (glibc on Linux)."""
+    return _glibc() is not None
+
+
+def page_faults() -> int | None:
+    """Minor page faults of this process so far (pages the kernel had to map, and zero-fill where they
+    are new, on first touch; ``resource.getrusage``); None where the platform does not count them."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    except (ImportError, OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def keep_freed_memory():
+    """Within the block, host memory that tensors free stays in the process for reuse; yields whether
+    it does (True with glibc on Linux; elsewhere the block runs unchanged and it yields False).
+
+    PyTorch's CPU tensors come from ``malloc``. glibc serves each block larger than its mmap threshold
+    (which it raises as blocks are freed, to 32 MiB at most) with a fresh mapping from the operating
+    system and unmaps it when it is freed; the kernel then zero-fills the pages again, page fault by page
+    fault, when the next step touches them. A training step whose activations are tens of MiB (AlexNet at
+    224 px, batch 128) pays that at every step; chapter 8 measures what it costs. On a GPU, PyTorch's
+    caching allocator keeps freed blocks for the same reason. Inside the block glibc neither maps large
+    blocks separately (``M_MMAP_MAX`` = 0) nor returns freed memory to the system (``M_TRIM_THRESHOLD``
+    = -1), so from the second step on the same memory is reused. On exit large blocks are mapped again
+    (above a fixed threshold of 32 MiB, where glibc's own would settle in such a process; trimming above
+    64 MiB) and ``malloc_trim(0)`` hands the memory the block kept back to the system. Blocks nest; only
+    the outermost restores."""
+    libc = _glibc()
+    if libc is None:
+        yield False
+        return
+    if _kept["depth"] == 0:
+        libc.mallopt(_M_MMAP_MAX, 0)
+        libc.mallopt(_M_TRIM_THRESHOLD, -1)
+    _kept["depth"] += 1
+    try:
+        yield True
+    finally:
+        _kept["depth"] -= 1
+        if _kept["depth"] == 0:
+            libc.mallopt(_M_MMAP_MAX, _MMAP_MAX_DEFAULT)
+            libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_AFTER)
+            libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_AFTER)
+            libc.malloc_trim(0)
 
 
 # --- what the hardware is --------------------------------------------------------------------------

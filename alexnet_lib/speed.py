@@ -23,12 +23,17 @@ rung                  what changes
 ``channels_last``     + model and batches in channels_last (NHWC) memory layout
 ``bf16``              + bfloat16 autocast where the hardware computes it natively (fp16 on a CUDA GPU
                       without bf16, as ``fit`` does; fp32 where neither is available)
+``kept_memory``       + freed host memory kept in the process for the next step instead of being
+                      faulted in again (:func:`~alexnet_lib.device.keep_freed_memory`; glibc on Linux
+                      only, elsewhere the same loop as ``bf16``)
 ``fit``               :func:`alexnet_lib.train.fit` itself (all of the above, no per-step host sync on a
                       GPU)
 ====================  ==============================================================================
 
 Every rung trains the same model (same initial weights) on the same data with the same batch size and
-the same optimizer step (SGD, momentum 0.9, no weight decay). Measurements are interleaved: after a
+the same optimizer step (SGD, momentum 0.9, no weight decay), each run of steps with a new optimizer (as
+every call of ``fit`` starts one). With ``isolate=True`` (the default) each rung runs in a process of
+its own (:class:`RungProcess`). Measurements are interleaved: after a
 warm-up, each *round* runs a fixed number of steps of every rung in turn (in alternating order), so a
 change in machine load hits all rungs alike; ratios are taken within a round and reported as the median
 over rounds with their range (:meth:`LadderResult.compare`), and a rung is called faster or slower than
@@ -44,6 +49,7 @@ counted by :func:`alexnet_lib.arithmetic.train_flops`, the peaks measured by
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import statistics
@@ -55,22 +61,32 @@ import torch.nn as nn
 
 from .arithmetic import train_flops
 from .data import DeviceLoader, ImageData, default_data_root, load_dataset
-from .device import DTYPE_NAMES, amp_dtype, autocast, peak_stats, select_device, sync
+from .device import (
+    DTYPE_NAMES,
+    amp_dtype,
+    autocast,
+    keep_freed_memory,
+    page_faults,
+    peak_stats,
+    select_device,
+    sync,
+)
 from .models import get_model
 from .train import fit
 
 __all__ = ["ABLATIONS", "ABLATION_COMPARE", "FAST_RECIPE", "RUNGS", "RUNG_LABELS", "DeviceLoop", "FitLoop",
-           "LadderResult", "LoopResult", "TutorialLoop", "ablation_summary", "ablation_table", "ladder",
-           "measure_loops", "paired_verdict", "predicted_epoch_time", "recipe_ablation",
+           "LadderResult", "LoopResult", "RungProcess", "TutorialLoop", "ablation_summary", "ablation_table",
+           "ladder", "measure_loops", "paired_verdict", "predicted_epoch_time", "recipe_ablation",
            "recipe_model", "t_quantile", "time_to_accuracy", "tutorial_seconds", "vary_recipe"]
 
-RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "fit")
+RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "kept_memory", "fit")
 RUNG_LABELS = {
     "tutorial": "tutorial\nloop",
     "preloaded": "preloaded\ntensors",
     "device_batches": "batches built\non the device",
     "channels_last": "+ channels\nlast",
     "bf16": "+ bf16\nautocast",
+    "kept_memory": "+ freed memory\nkept",
     "fit": "alexnet_lib\nfit",
 }
 
@@ -85,22 +101,24 @@ def predicted_epoch_time(flops_per_image: float, gflops: float, n_images: int = 
 # --- the loops ---------------------------------------------------------------------------------------
 
 class _Loop:
-    """One way of training: ``run(k)`` performs ``k`` training steps and returns (images, wall s, cpu s)."""
+    """One way of training: ``run(k)`` performs ``k`` training steps and returns (images, wall s, CPU s,
+    page faults of the process meanwhile; None where not counted)."""
 
     name = "?"
 
     def __init__(self, model: nn.Module, device: torch.device, lr: float = 0.01):
-        self.model, self.device = model.to(device), device
-        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        self.model, self.device, self.lr = model.to(device), device, lr
         self.loss_fn = nn.CrossEntropyLoss()
         self.losses: list[float] = []
 
     def run(self, k: int) -> tuple[int, float, float]:
+        # a new optimizer per run, as each call of fit starts one: the first step allocates its momentum
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9)
         sync(self.device)
-        t, c = time.perf_counter(), time.process_time()
+        t, c, f = time.perf_counter(), time.process_time(), page_faults()
         n = self._steps(k)
         sync(self.device)
-        return n, time.perf_counter() - t, time.process_time() - c
+        return n, time.perf_counter() - t, time.process_time() - c, _faults_since(f)
 
     def _steps(self, k: int) -> int:
         raise NotImplementedError
@@ -239,6 +257,7 @@ class FitLoop(_Loop):
                                    drop_last=True, channels_last=self.channels_last, seed=seed)
 
     def run(self, k):
+        f = page_faults()  # over the whole call: fit's clocks cover its steps only
         self.calls += 1
         self.loader.seed = self.seed + self.calls  # fit starts at its epoch 0: new batches come from the seed
         h = fit(self.model, self.loader, epochs=1, batch_size=self.batch_size, lr=0.01, weight_decay=0.0,
@@ -246,7 +265,12 @@ class FitLoop(_Loop):
                 max_steps_per_epoch=k, progress=False, seed=self.seed + self.calls)
         self.losses += h.step_loss
         n = k * self.batch_size
-        return n, n / h.images_per_sec[0], h.train_cpu_time[0]
+        return n, n / h.images_per_sec[0], h.train_cpu_time[0], _faults_since(f)
+
+
+def _faults_since(before: int | None) -> int | None:
+    now = page_faults()
+    return None if before is None or now is None else now - before
 
 
 # --- measuring ---------------------------------------------------------------------------------------
@@ -259,6 +283,8 @@ class LoopResult:
     images: list = field(default_factory=list)
     wall: list = field(default_factory=list)
     cpu: list = field(default_factory=list)
+    faults: list = field(default_factory=list)  # page faults in each round (None: not counted)
+    steps: list = field(default_factory=list)  # training steps in each round
 
     @property
     def rates(self) -> list[float]:
@@ -280,6 +306,14 @@ class LoopResult:
         """CPU-seconds per wall-clock second: how many cores the process kept busy on average (less than
         its thread count when other processes took turns on the cores)."""
         return sum(self.cpu) / sum(self.wall)
+
+    @property
+    def faults_per_step(self) -> float | None:
+        """Page faults per training step over all rounds (None where they were not counted): memory
+        the process got from the operating system afresh, a page at a time, during its steps."""
+        if not self.faults or None in self.faults or not sum(self.steps):
+            return None
+        return sum(self.faults) / sum(self.steps)
 
 
 @dataclass
@@ -350,13 +384,14 @@ class LadderResult:
                 f"{self.threads} threads, {self.train_flops / 1e9:.3f} GFLOP per training image; "
                 "peak GFLOP/s " + ", ".join(f"{k} {v:,.0f}" for k, v in self.peak_detail.items()))
         lines = [head, f"{'loop':<16}{'img/s':>9}{'x ' + base:>12}{'(range)':>12}{'img/cpu-s':>11}"
-                       f"{'GFLOP/s':>10}{'MFU':>8}{'MFU(cpu)':>10}{'cores':>7}  precision"]
+                       f"{'GFLOP/s':>10}{'MFU':>8}{'MFU(cpu)':>10}{'cores':>7}{'faults/step':>13}  precision"]
         for name, r in self.results.items():
             c = self.compare(name, base)
             span = f"{c['low']:.2f}-{c['high']:.2f}"
+            faults = "n/a" if r.faults_per_step is None else f"{r.faults_per_step:,.0f}"
             lines.append(f"{name:<16}{r.rate:>9.1f}{c['median']:>12.2f}{span:>12}{r.cpu_rate:>11.1f}"
                          f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}{self.mfu_cpu(name):>10.1%}"
-                         f"{r.cpus:>7.2f}  {self.precision[name]}")
+                         f"{r.cpus:>7.2f}{faults:>13}  {self.precision[name]}")
         return "\n".join(lines)
 
 
@@ -380,9 +415,10 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
     for r in range(rounds):
         order = loops if r % 2 == 0 else loops[::-1]  # alternate the order: no rung always goes first
         for lp in order:
-            n, wall, cpu = lp.run(steps)
+            n, wall, cpu, faults = lp.run(steps)
             res = results[lp.name]
             res.images.append(n), res.wall.append(wall), res.cpu.append(cpu)
+            res.faults.append(faults), res.steps.append(steps)
             if log:
                 log(f"  round {r + 1}/{rounds} {lp.name:<15} {n / wall:8.1f} img/s")
         for dt in peak_dtypes:
@@ -394,57 +430,166 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
     return results, peak, peak_cpu
 
 
+def _rung_loop(name: str, model: str, model_kwargs: dict, device: torch.device, data: ImageData,
+               image_size: int, batch_size: int, seed: int, num_workers: int):
+    """The loop of rung ``name`` (see the module docstring) on a model built from ``seed``."""
+    torch.manual_seed(seed)
+    net = get_model(model, **model_kwargs)
+    low = amp_dtype("auto", device)  # what fit computes in: bf16, fp16 (GPUs without bf16) or None
+    common = dict(image_size=image_size, batch_size=batch_size, seed=seed)
+    if name == "tutorial":
+        return TutorialLoop(net, device, num_workers=num_workers, fetch=False, **common)
+    if name == "preloaded":
+        return TutorialLoop(net, device, preloaded=True, preload=max(4 * batch_size, 512), fetch=False,
+                            **common)
+    if name == "fit":
+        return FitLoop(net, device, data, **common)
+    amp = low if name in ("bf16", "kept_memory") else None
+    return DeviceLoop(net, device, data, channels_last=name != "device_batches", amp=amp, name=name,
+                      **common)
+
+
+def _rung_process(conn, name: str, threads: int, spec: dict) -> None:
+    """Body of a rung's process: build the loop, then answer ('run', k) with ``run(k)``, ('losses',)
+    with its losses, ('ready',) once it is built, until ('stop',). The kept_memory and fit rungs keep
+    freed memory for the life of the process: one long ``fit`` call keeps it across its steps, and the
+    ladder's calls are short."""
+    import traceback
+
+    torch.set_num_threads(threads)
+    with contextlib.ExitStack() as stack:
+        loop, error = None, None
+        try:
+            if name in ("kept_memory", "fit"):
+                stack.enter_context(keep_freed_memory())
+            loop = _rung_loop(name, **spec)
+        except Exception:
+            error = traceback.format_exc()
+        while (msg := conn.recv())[0] != "stop":
+            try:
+                if error:
+                    raise RuntimeError(error)
+                answer = {"run": lambda: loop.run(msg[1]), "losses": lambda: loop.losses}.get(msg[0])
+                conn.send(("ok", answer() if answer else None))
+            except Exception:
+                conn.send(("error", error or traceback.format_exc()))
+
+
+class RungProcess:
+    """A rung's loop in a process of its own, as each loop would run in a script of its own: the
+    memory one rung keeps or frees, the allocator's state and oneDNN's caches cannot speed up or slow
+    down another rung. ``run(k)`` has the process train ``k`` steps and returns (images, wall s, CPU s
+    of that process)."""
+
+    def __init__(self, name: str, spec: dict):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # a fresh interpreter: nothing inherited from this process's heap
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_rung_process, args=(child, name, torch.get_num_threads(), spec),
+                                   name=f"rung {name}")
+        self.process.start()
+        child.close()
+
+    def ready(self) -> None:
+        """Wait until the process has built its loop."""
+        self._ask("ready")
+
+    def _ask(self, *msg):
+        self.conn.send(msg)
+        try:
+            status, value = self.conn.recv()
+        except (EOFError, OSError):
+            self.process.join(timeout=5)
+            raise RuntimeError(
+                f"the process of rung {self.name!r} ended (exit code {self.process.exitcode}). Each rung's "
+                "process imports the main script: in a script, call ladder() under "
+                "`if __name__ == '__main__':`, or pass isolate=False") from None
+        if status == "error":
+            raise RuntimeError(f"rung {self.name!r} failed in its process:\n{value}")
+        return value
+
+    def run(self, k: int) -> tuple[int, float, float]:
+        return self._ask("run", k)
+
+    @property
+    def losses(self) -> list[float]:
+        return self._ask("losses")
+
+    def close(self) -> None:
+        try:
+            self.conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+        self.conn.close()
+
+
 def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 128, *,
            rungs=RUNGS, steps: int = 3, rounds: int = 3, warmup: int = 1, warmup_rounds: int = 0,
-           device=None, seed: int = 0,
-           data: ImageData | None = None, num_workers: int = 0, verbose: bool = False,
-           **model_kwargs) -> LadderResult:
+           device=None, seed: int = 0, data: ImageData | None = None, num_workers: int = 0,
+           isolate: bool = True, verbose: bool = False, **model_kwargs) -> LadderResult:
     """Measure the training images/s of each rung of the ladder (see the module docstring) for one
     model, image size and batch size; interleaved, ``rounds`` x ``steps`` steps after ``warmup`` steps
-    and ``warmup_rounds`` unrecorded rounds."""
+    and ``warmup_rounds`` unrecorded rounds. ``isolate``: each rung in a process of its own
+    (:class:`RungProcess`; the peaks are measured in this one); False runs them all here, where they
+    share the memory allocator (the kept_memory and fit rungs then keep freed memory only while they
+    run, and hand it back after every call). As with a ``DataLoader``'s worker processes, a script
+    that calls it with ``isolate=True`` must do so under ``if __name__ == '__main__':``."""
     t0 = time.perf_counter()
     device = select_device(device)
+    unknown = [name for name in rungs if name not in RUNGS]
+    if unknown:
+        raise ValueError(f"unknown rung {unknown[0]!r}; choose from {RUNGS}")
     data = data if data is not None else load_dataset("fashion-mnist", train=True, download=False)
     kw = dict(num_classes=data.num_classes, in_channels=data.channels, **model_kwargs)
-    low = amp_dtype("auto", device)  # what fit computes in: bf16, fp16 (GPUs without bf16) or None
-
-    def new_model():
-        torch.manual_seed(seed)
-        return get_model(model, **kw)
-
-    loops, precision = [], {}
-    for name in rungs:
-        common = dict(image_size=image_size, batch_size=batch_size, seed=seed)
-        if name == "tutorial":
-            lp = TutorialLoop(new_model(), device, num_workers=num_workers, fetch=False, **common)
-        elif name == "preloaded":
-            lp = TutorialLoop(new_model(), device, preloaded=True, preload=max(4 * batch_size, 512),
-                              fetch=False, **common)
-        elif name == "device_batches":
-            lp = DeviceLoop(new_model(), device, data, name=name, **common)
-        elif name == "channels_last":
-            lp = DeviceLoop(new_model(), device, data, channels_last=True, name=name, **common)
-        elif name == "bf16":
-            lp = DeviceLoop(new_model(), device, data, channels_last=True, amp=low, name=name, **common)
-        elif name == "fit":
-            lp = FitLoop(new_model(), device, data, **common)
-        else:
-            raise ValueError(f"unknown rung {name!r}; choose from {RUNGS}")
-        loops.append(lp)
-        precision[name] = DTYPE_NAMES[low] if name in ("bf16", "fit") else "fp32"
+    spec = dict(model=model, model_kwargs=kw, device=device, data=data, image_size=image_size,
+                batch_size=batch_size, seed=seed, num_workers=num_workers)
+    low = amp_dtype("auto", device)
+    precision = {name: DTYPE_NAMES[low] if name in ("bf16", "kept_memory", "fit") else "fp32"
+                 for name in rungs}
     dtypes = [torch.float32] + ([low] if low is not None else [])
-    log = print if verbose else None
-    results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device, log,
-                                              warmup_rounds=warmup_rounds)
+    torch.manual_seed(seed)
+    flops = train_flops(get_model(model, **kw), image_size)  # also checks the model's arguments here
+    with contextlib.ExitStack() as stack:
+        if isolate:
+            loops = [RungProcess(name, spec) for name in rungs]  # they start side by side
+            for lp in loops:
+                stack.callback(lp.close)
+            for lp in loops:
+                lp.ready()
+        else:
+            loops = [_rung_loop(name, **spec) for name in rungs]
+            loops = [_KeptLoop(lp) if lp.name in ("kept_memory", "fit") else lp for lp in loops]
+        results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device,
+                                                  print if verbose else None, warmup_rounds=warmup_rounds)
     med = statistics.median  # each kernel's median over rounds; the peak is the better kernel's
     peak = {d: max(med(v) for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}
     peak_cpu = {d: max(med(v) for (d2, _), v in peaks_cpu.items() if d2 == d) for d, _ in peaks_cpu}
-    flops = train_flops(loops[0].model, image_size)
     return LadderResult(model, image_size, batch_size, str(device) if device.type != "cuda" else
                         torch.cuda.get_device_name(device), torch.get_num_threads(), flops, results, peak,
                         precision, time.perf_counter() - t0, peak_cpu,
                         {f"{d} {k}": med(v) for (d, k), v in peaks.items()},
                         {f"{d} {k}": v for (d, k), v in peaks.items()})
+
+
+class _KeptLoop:
+    """A loop whose every ``run`` keeps freed memory while it runs (``ladder(isolate=False)``)."""
+
+    def __init__(self, loop):
+        self.loop, self.name = loop, loop.name
+
+    def run(self, k):
+        with keep_freed_memory():
+            return self.loop.run(k)
+
+    @property
+    def losses(self):
+        return self.loop.losses
 
 
 # --- recipes ----------------------------------------------------------------------------------------
@@ -501,7 +646,7 @@ def tutorial_seconds(n_images: int = 6000, model: str = "alexnet_small", image_s
     net = get_model(model, num_classes=10, in_channels=1)
     loop = TutorialLoop(net, device, image_size=image_size, batch_size=batch_size, seed=seed)
     loop.run(warmup)
-    n, wall, _ = loop.run(steps)
+    n, wall, _, _ = loop.run(steps)
     rate = n / wall
     return dict(seconds=n_images / rate, img_s=rate, n_images=n_images, model=model, image_size=image_size,
                 batch_size=batch_size, steps=steps)

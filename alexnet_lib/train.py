@@ -37,7 +37,15 @@ import torch.nn as nn
 
 from . import checkpoint, checks
 from .data import DeviceLoader, ImageData
-from .device import DTYPE_NAMES, PRECISIONS, amp_dtype, autocast, model_device, select_device
+from .device import (
+    DTYPE_NAMES,
+    PRECISIONS,
+    amp_dtype,
+    autocast,
+    keep_freed_memory,
+    model_device,
+    select_device,
+)
 from .layers import eval_mode
 
 __all__ = ["CheckpointMismatchError", "FitConfig", "History", "TrainingDivergedError",
@@ -797,6 +805,8 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
     replaced by a cycle from 0.95 to 0.85 and back, opposite to the lr; False keeps ``momentum``.
     ``precision``: 'auto' (bf16 autocast where supported, fp16 with loss scaling
     on CUDA GPUs without bf16), 'bf16', 'fp16' or 'fp32'. ``channels_last``: None = yes except on MPS.
+    While it trains, host memory that tensors free stays in the process for the next step
+    (:func:`~alexnet_lib.device.keep_freed_memory`; glibc only) and is handed back when it returns.
 
     With ``out_dir`` a checkpoint is written after every epoch (and every ``checkpoint_every`` optimizer
     steps), each after checking that the weights and metrics are finite; a run into an ``out_dir`` that
@@ -834,8 +844,9 @@ def fit(model: nn.Module, train_data, test_data=None, *, epochs: int, batch_size
         if run.verbose:
             print(f"resuming {run.ckpt_path} ({run.last_good[1]})", flush=True)
 
-    # --- train: epochs of steps, each followed by its bookkeeping ---
-    with _StopSignals() as run.stop:
+    # --- train: epochs of steps, each followed by its bookkeeping; freed host memory stays in the
+    # process for the next step instead of being faulted in again (device.keep_freed_memory) ---
+    with _StopSignals() as run.stop, keep_freed_memory():
         for epoch in range(len(run.history), cfg.epochs):
             ep = ep or _Epoch.start(epoch, run)
             _train_epoch(run, ep)

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
                         ceiling_img_s=best, ceiling_ratio=best / r.rate("tutorial"),
                         loops={k: dict(img_s=v.rate, rates=v.rates, img_per_cpu_s=v.cpu_rate, cores=v.cpus,
                                        gflops=r.gflops(k), mfu=r.mfu(k), mfu_cpu=r.mfu_cpu(k),
-                                       precision=r.precision[k])
+                                       precision=r.precision[k], faults_per_step=v.faults_per_step)
                                for k, v in r.results.items()}))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; load average at end: {load_average()}")
     if a.json:

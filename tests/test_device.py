@@ -15,7 +15,9 @@ from alexnet_lib.device import (
     cpu_flags,
     cpu_name,
     describe,
+    keep_freed_memory,
     model_device,
+    page_faults,
     peak_stats,
     select_device,
 )
@@ -80,3 +82,26 @@ def test_peak_stats_positive_and_rejects_unknown_kind():
         assert st["wall"] > 0 and st["cpu"] > 0
     with pytest.raises(ValueError, match="kind must be one of 'matmul', 'conv'"):
         peak_stats(kind="fft")
+
+
+def test_keep_freed_memory_reuses_large_blocks_and_restores():
+    from alexnet_lib import device as D
+
+    def faults_of_large_tensors():  # 64 MiB each, freed at once: above glibc's largest mmap threshold
+        before = page_faults()
+        for _ in range(4):
+            torch.ones(16 * 2**20).sum()
+        return page_faults() - before
+
+    if D._glibc() is None or page_faults() is None:
+        with keep_freed_memory() as kept:
+            assert kept is False
+        pytest.skip("glibc's mallopt or getrusage is not available here")
+    outside = faults_of_large_tensors()
+    with keep_freed_memory() as kept:
+        with keep_freed_memory():  # nested: only the outermost block restores
+            faults_of_large_tensors()  # the first one grows the heap
+        inside = faults_of_large_tensors()
+        assert D._kept["depth"] == 1
+    assert kept is True and D._kept["depth"] == 0
+    assert outside > 0 and inside < outside / 10, (outside, inside)

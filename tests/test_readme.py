@@ -23,7 +23,10 @@ def test_render_from_results(tmp_path, monkeypatch):
     (tmp_path / "throughput.json").write_text(json.dumps(dict(meta=META, results=[dict(
         model="alexnet_d2l", image_size=224, batch_size=128, ratio_fit_vs_tutorial=3.5, ceiling_ratio=19.3,
         peak_gflops={"fp32": 183.0, "bf16": 2213.0},
-        loops={"tutorial": loop(20.4, 0.6, "fp32"), "fit": loop(71.4, 0.17, "bf16")})])))
+        loops={"tutorial": loop(20.4, 0.6, "fp32"), "bf16": loop(60.0, 0.15, "bf16"),
+               "fit": loop(71.4, 0.17, "bf16")},
+        fit_vs={"tutorial": dict(median=3.5, low=3.4, high=3.6, verdict="faster"),
+                "bf16": dict(median=1.19, low=1.1, high=1.3, verdict="faster")})])))
     run = lambda seed, acc: dict(recipe=dict(model=dict(name="alexnet_small", width=0.25), fit=dict(  # noqa: E731
         seed=seed, image_size=28, optimizer="sgd", lr=0.1, schedule="onecycle", label_smoothing=0.1,
         batch_size=256, epochs=3)), accuracy=acc, train_eval_s=50.0, reached=3, target=0.9)
@@ -34,7 +37,8 @@ def test_render_from_results(tmp_path, monkeypatch):
     monkeypatch.setattr(readme_bench, "RESULTS", tmp_path)
     text = readme_bench.render()
     assert "| `alexnet_d2l` at 224 px, batch 128 | 20.4 img/s (60% of the fp32 peak) | 71.4 img/s" in text
-    assert "| 3.50x | 19.30x | 12.09x |" in text and "Test CPU" in text and "bf16 computed by AMX" in text
+    assert "| 3.50x | 19.30x (18% of it reached) | 1.19x `bf16` (1.10-1.30: faster) | 12.09x |" in text
+    assert "Test CPU" in text and "bf16 computed by AMX" in text
     assert "91.00% in 50.0 s (seed 0), 91.50% in 50.0 s (seed 1)" in text
     assert "2 of 2 runs reached 90%" in text
     assert ("the tutorial loop needed 40.0 s for 6,000 images of `alexnet_small` at 32 px in the same run; "

@@ -81,8 +81,8 @@ def test_device_loop_and_fit_loop_count_images_and_keep_losses():
             lp = DeviceLoop(m, torch.device("cpu"), data, 28, 16, channels_last=True, sync_every_step=False)
         else:
             lp = FitLoop(m, torch.device("cpu"), data, 28, 16, precision="fp32")
-        n, wall, cpu = lp.run(2)
-        assert n == 32 and wall > 0 and cpu > 0
+        n, wall, cpu, faults = lp.run(2)
+        assert n == 32 and wall > 0 and cpu > 0 and (faults is None or faults >= 0)
         losses.append(lp.losses)
     assert [len(x) for x in losses] == [2, 2] and all(torch.isfinite(torch.tensor(x)).all() for x in losses)
     torch.set_float32_matmul_precision(old)
@@ -128,17 +128,29 @@ def test_compare_names_a_direction_only_when_every_round_agrees_beyond_the_sprea
 def test_ladder_every_rung_on_real_fashion_mnist(fashion):
     train, _ = fashion
     r = ladder("alexnet_small", 28, 16, rungs=RUNGS, steps=1, rounds=1, warmup=0, device="cpu", data=train,
-               **TINY)
+               isolate=False, **TINY)
     assert list(r.results) == list(RUNGS)
     assert r.ratio("tutorial") == 1.0
     assert r.train_flops == train_flops(get_model("alexnet_small", in_channels=1, **TINY), 28)
     for rung in RUNGS:
         assert r.rate(rung) > 0 and 0 < r.mfu(rung) and 0 < r.mfu_cpu(rung)
+        assert r.results[rung].faults_per_step is None or r.results[rung].faults_per_step >= 0
     assert r.precision["tutorial"] == "fp32"
     text = r.table()
-    assert all(rung in text for rung in RUNGS) and "MFU" in text
+    assert all(rung in text for rung in RUNGS) and "MFU" in text and "faults/step" in text
     with pytest.raises(ValueError, match="unknown rung"):
         ladder("alexnet_small", 28, 16, rungs=("warp",), data=train, **TINY)
+
+
+def test_ladder_runs_each_rung_in_a_process_of_its_own(fashion):
+    train, _ = fashion
+    r = ladder("alexnet_small", 28, 16, rungs=("bf16", "kept_memory"), steps=2, rounds=2, warmup=1,
+               device="cpu", data=train, **TINY)
+    assert list(r.results) == ["bf16", "kept_memory"]
+    assert all(len(x.wall) == 2 and x.rate > 0 for x in r.results.values())
+    assert r.results["kept_memory"].steps == [2, 2]
+    with pytest.raises(TypeError):  # the model's arguments are checked here, before any process starts
+        ladder("alexnet_small", 28, 16, rungs=("bf16",), data=train, widht=0.25)
 
 
 def test_time_to_accuracy_reports_times_and_target(fashion):
