@@ -8,9 +8,9 @@
   (nothing else in the package reads ``/proc/cpuinfo``);
 * :func:`peak_stats`, :func:`matmul_peak`, :func:`conv_peak`: the FLOP/s the hardware delivers on the
   friendliest workloads, measured;
-* :func:`keep_freed_memory`, :func:`can_keep_freed_memory`, :func:`page_faults`: host memory that
-  tensors free stays in the process for the next step (glibc), as PyTorch's caching allocator does on
-  a GPU; what not keeping it costs.
+* :func:`keep_freed_memory`, :func:`can_keep_freed_memory`: host memory that tensors free stays in the
+  process for the next step (glibc), as PyTorch's caching allocator does on a GPU;
+  :func:`page_faults`, :func:`peak_memory`: what not keeping it costs, and what keeping it holds.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from . import checks
 
 __all__ = ["DTYPE_NAMES", "PRECISIONS", "amp_dtype", "autocast", "autocast_dtype", "bf16_hardware",
            "can_keep_freed_memory", "conv_peak", "cpu_flags", "cpu_name", "describe", "keep_freed_memory",
-           "matmul_peak", "model_device", "page_faults", "peak_stats", "select_device", "sync"]
+           "matmul_peak", "model_device", "page_faults", "peak_memory", "peak_stats", "select_device", "sync"]
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32", torch.float32: "fp32"}
@@ -145,8 +145,8 @@ def autocast(device: str | torch.device, dtype: torch.dtype | None):
 
 # glibc's <malloc.h>: mallopt parameters, and the values keep_freed_memory leaves behind on exit
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-_MMAP_THRESHOLD_AFTER = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where glibc's own threshold
-_TRIM_THRESHOLD_AFTER = 64 * 2**20  # settles once a block that large was freed; trimming at twice that
+_MMAP_THRESHOLD_AFTER = 32 * 2**20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: the most glibc's own threshold
+_TRIM_THRESHOLD_AFTER = 64 * 2**20  # rises to; trimming at twice that, as glibc pairs them
 _MMAP_MAX_DEFAULT = 65536
 _kept = {"depth": 0}
 
@@ -165,8 +165,22 @@ def _glibc():
 
 
 def can_keep_freed_memory() -> bool:
-    """Whether :func:`keep_freed_memory` changes anything here (glibc on Linux)."""
+    """Whether :func:`keep_freed_memory` can change anything here: the C library is glibc (Linux). It
+    cannot tell whether another allocator (jemalloc or tcmalloc through ``LD_PRELOAD``) serves
+    ``malloc`` instead; the settings then change nothing."""
     return _glibc() is not None
+
+
+def peak_memory() -> int | None:
+    """The most resident memory this process has used so far, in bytes (``ru_maxrss``; shared library
+    pages included); None where the platform does not report it."""
+    try:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError, AttributeError):
+        return None
+    return rss if platform.system() == "Darwin" else rss * 1024  # bytes on macOS, KiB on Linux
 
 
 def page_faults() -> int | None:
@@ -183,19 +197,25 @@ def page_faults() -> int | None:
 @contextlib.contextmanager
 def keep_freed_memory():
     """Within the block, host memory that tensors free stays in the process for reuse; yields whether
-    it does (True with glibc on Linux; elsewhere the block runs unchanged and it yields False).
+    it can (True with glibc on Linux; elsewhere the block runs unchanged and it yields False).
 
-    PyTorch's CPU tensors come from ``malloc``. glibc serves each block larger than its mmap threshold
-    (which it raises as blocks are freed, to 32 MiB at most) with a fresh mapping from the operating
-    system and unmaps it when it is freed; the kernel then zero-fills the pages again, page fault by page
-    fault, when the next step touches them. A training step whose activations are tens of MiB (AlexNet at
-    224 px, batch 128) pays that at every step; chapter 8 measures what it costs. On a GPU, PyTorch's
-    caching allocator keeps freed blocks for the same reason. Inside the block glibc neither maps large
-    blocks separately (``M_MMAP_MAX`` = 0) nor returns freed memory to the system (``M_TRIM_THRESHOLD``
-    = -1), so from the second step on the same memory is reused. On exit large blocks are mapped again
-    (above a fixed threshold of 32 MiB, where glibc's own would settle in such a process; trimming above
-    64 MiB) and ``malloc_trim(0)`` hands the memory the block kept back to the system. Blocks nest; only
-    the outermost restores."""
+    PyTorch's CPU tensors come from the C library (``posix_memalign``, an aligned ``malloc``). glibc
+    serves each block larger than its mmap threshold with a fresh mapping from the operating system and
+    unmaps it when it is freed; it raises the threshold to the size of each mapped block freed, but only
+    up to 32 MiB, and it also returns free memory at the top of its heap beyond a trim threshold (twice
+    the mmap threshold). The kernel zero-fills the pages of a fresh mapping one page fault at a time as
+    they are first touched, so a training step whose activations exceed 32 MiB (AlexNet at 224 px,
+    batch 128) pays that at every step; chapter 8 measures what it costs. On a GPU, PyTorch's caching
+    allocator keeps freed blocks for the same reason. Inside the block glibc neither maps large blocks
+    separately (``M_MMAP_MAX`` = 0) nor trims its heap (``M_TRIM_THRESHOLD`` = -1), so from the second
+    step on the same memory is reused; the process keeps the most memory it needed at any moment
+    (more if the heap fragments). Exceptions: in threads other than the main one, blocks over 64 MiB
+    are still mapped separately; and an allocator loaded with ``LD_PRELOAD`` (jemalloc, tcmalloc)
+    ignores these settings. On exit large blocks are mapped again and ``malloc_trim(0)`` hands the
+    memory the block kept back to the system; the thresholds then stay fixed at 32 MiB (mmap) and 64
+    MiB (trim), at or above where glibc's own would have settled (setting any of them ends glibc's
+    adjustment, and replaces ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` from the
+    environment). Blocks nest; only the outermost restores."""
     libc = _glibc()
     if libc is None:
         yield False

@@ -37,7 +37,11 @@ its own (:class:`RungProcess`). Measurements are interleaved: after a
 warm-up, each *round* runs a fixed number of steps of every rung in turn (in alternating order), so a
 change in machine load hits all rungs alike; ratios are taken within a round and reported as the median
 over rounds with their range (:meth:`LadderResult.compare`), and a rung is called faster or slower than
-another only when every round agrees and the median's distance from 1 exceeds half the range.
+another only when every round agrees and the median's distance from 1 exceeds half the range (the rule
+``bench/throughput.py`` and the README print; chapter 8 instead asks whether the 95% confidence interval
+of the mean per-round change excludes zero, :func:`paired_verdict`). The table's last line gives each
+rung's process's peak resident memory: seven processes hold seven copies of PyTorch and of the model;
+``isolate=False`` needs less memory.
 
 Model FLOPs utilisation (MFU) is the achieved FLOP/s (model FLOPs per image x images/s, counting a
 training step as 3x the forward FLOPs) divided by the peak FLOP/s measured in the same run, in the
@@ -67,6 +71,7 @@ from .device import (
     autocast,
     keep_freed_memory,
     page_faults,
+    peak_memory,
     peak_stats,
     select_device,
     sync,
@@ -111,7 +116,7 @@ class _Loop:
         self.loss_fn = nn.CrossEntropyLoss()
         self.losses: list[float] = []
 
-    def run(self, k: int) -> tuple[int, float, float]:
+    def run(self, k: int) -> tuple[int, float, float, int | None]:
         # a new optimizer per run, as each call of fit starts one: the first step allocates its momentum
         self.opt = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=0.9)
         sync(self.device)
@@ -333,6 +338,7 @@ class LadderResult:
     peak_cpu: dict = field(default_factory=dict)  # same keys as peak -> best GFLOP per CPU-second
     peak_detail: dict = field(default_factory=dict)  # 'fp32 matmul', 'fp32 conv', ... -> GFLOP/s (median)
     peak_rounds: dict = field(default_factory=dict)  # the same keys -> GFLOP/s measured in each round
+    memory: dict = field(default_factory=dict)  # rung (or 'all rungs') -> peak resident bytes of its process
 
     def rate(self, rung: str) -> float:
         return self.results[rung].rate
@@ -392,14 +398,19 @@ class LadderResult:
             lines.append(f"{name:<16}{r.rate:>9.1f}{c['median']:>12.2f}{span:>12}{r.cpu_rate:>11.1f}"
                          f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}{self.mfu_cpu(name):>10.1%}"
                          f"{r.cpus:>7.2f}{faults:>13}  {self.precision[name]}")
+        known = {k: v for k, v in self.memory.items() if v is not None}
+        if known:
+            each, total = ", ".join(f"{k} {v / 2**30:.1f}" for k, v in known.items()), sum(known.values())
+            lines.append(f"peak resident memory (GiB) of each process: {each}; summed {total / 2**30:.1f} "
+                         "(shared library pages counted in each)" if len(known) > 1 else
+                         f"peak resident memory of the process: {each} GiB")
         return "\n".join(lines)
 
 
 def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dtypes=(), device=None,
-                  log=None, warmup_rounds: int = 0) -> tuple[dict, dict]:
-    """Interleave the loops: ``warmup`` steps each and ``warmup_rounds`` unrecorded rounds (a loop may
-    need more than its first steps to settle: the fit rung, a new ``fit`` call per round, ran its first
-    two rounds up to a third slower on alexnet_d2l), then ``rounds`` x (``steps`` steps of every loop in
+                  log=None, warmup_rounds: int = 0) -> tuple[dict, dict, dict]:
+    """Interleave the loops: ``warmup`` steps each and ``warmup_rounds`` unrecorded rounds (for effects
+    that fade over more than the first steps), then ``rounds`` x (``steps`` steps of every loop in
     turn, followed by short bursts of a large matmul and a large convolution per dtype in
     ``peak_dtypes``). Returns ({name: LoopResult}, {(dtype name, kind): [GFLOP/s in each round]},
     {(dtype name, kind): [GFLOP per CPU-second in each round]}), dtype name 'fp32', 'bf16' or 'fp16', kind
@@ -451,9 +462,9 @@ def _rung_loop(name: str, model: str, model_kwargs: dict, device: torch.device, 
 
 def _rung_process(conn, name: str, threads: int, spec: dict) -> None:
     """Body of a rung's process: build the loop, then answer ('run', k) with ``run(k)``, ('losses',)
-    with its losses, ('ready',) once it is built, until ('stop',). The kept_memory and fit rungs keep
-    freed memory for the life of the process: one long ``fit`` call keeps it across its steps, and the
-    ladder's calls are short."""
+    with its losses, ('memory',) with its peak memory, ('ready',) once it is built, until ('stop',).
+    The kept_memory and fit rungs keep freed memory for the life of the process: one long ``fit`` call
+    keeps it across its steps, and the ladder's calls are short."""
     import traceback
 
     torch.set_num_threads(threads)
@@ -469,7 +480,8 @@ def _rung_process(conn, name: str, threads: int, spec: dict) -> None:
             try:
                 if error:
                     raise RuntimeError(error)
-                answer = {"run": lambda: loop.run(msg[1]), "losses": lambda: loop.losses}.get(msg[0])
+                answer = {"run": lambda: loop.run(msg[1]), "losses": lambda: loop.losses,
+                          "memory": peak_memory}.get(msg[0])
                 conn.send(("ok", answer() if answer else None))
             except Exception:
                 conn.send(("error", error or traceback.format_exc()))
@@ -477,9 +489,10 @@ def _rung_process(conn, name: str, threads: int, spec: dict) -> None:
 
 class RungProcess:
     """A rung's loop in a process of its own, as each loop would run in a script of its own: the
-    memory one rung keeps or frees, the allocator's state and oneDNN's caches cannot speed up or slow
-    down another rung. ``run(k)`` has the process train ``k`` steps and returns (images, wall s, CPU s
-    of that process)."""
+    memory one rung keeps or frees, the allocator's state and oneDNN's caches can hardly speed up or
+    slow down another rung (they still share the CPU's caches and memory bandwidth). ``run(k)`` has the
+    process train ``k`` steps and returns (images, wall s, CPU s and page faults of that process);
+    ``peak_memory()`` its peak resident memory in bytes."""
 
     def __init__(self, name: str, spec: dict):
         import multiprocessing as mp
@@ -502,16 +515,22 @@ class RungProcess:
             status, value = self.conn.recv()
         except (EOFError, OSError):
             self.process.join(timeout=5)
-            raise RuntimeError(
-                f"the process of rung {self.name!r} ended (exit code {self.process.exitcode}). Each rung's "
-                "process imports the main script: in a script, call ladder() under "
-                "`if __name__ == '__main__':`, or pass isolate=False") from None
+            code = self.process.exitcode
+            why = ("it was killed (SIGKILL: out of memory? ladder(..., isolate=False) runs every rung in one "
+                   "process)" if code == -9 else
+                   "each rung's process imports the main script: in a script, call ladder() under "
+                   "`if __name__ == '__main__':`, or pass isolate=False" if code == 1 else "")
+            raise RuntimeError(f"the process of rung {self.name!r} ended (exit code {code})"
+                               + (f": {why}" if why else "")) from None
         if status == "error":
             raise RuntimeError(f"rung {self.name!r} failed in its process:\n{value}")
         return value
 
-    def run(self, k: int) -> tuple[int, float, float]:
+    def run(self, k: int) -> tuple[int, float, float, int | None]:
         return self._ask("run", k)
+
+    def peak_memory(self) -> int | None:
+        return self._ask("memory")
 
     @property
     def losses(self) -> list[float]:
@@ -567,6 +586,7 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
             loops = [_KeptLoop(lp) if lp.name in ("kept_memory", "fit") else lp for lp in loops]
         results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device,
                                                   print if verbose else None, warmup_rounds=warmup_rounds)
+        memory = ({lp.name: lp.peak_memory() for lp in loops} if isolate else {"all rungs": peak_memory()})
     med = statistics.median  # each kernel's median over rounds; the peak is the better kernel's
     peak = {d: max(med(v) for (d2, _), v in peaks.items() if d2 == d) for d, _ in peaks}
     peak_cpu = {d: max(med(v) for (d2, _), v in peaks_cpu.items() if d2 == d) for d, _ in peaks_cpu}
@@ -574,7 +594,7 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
                         torch.cuda.get_device_name(device), torch.get_num_threads(), flops, results, peak,
                         precision, time.perf_counter() - t0, peak_cpu,
                         {f"{d} {k}": med(v) for (d, k), v in peaks.items()},
-                        {f"{d} {k}": v for (d, k), v in peaks.items()})
+                        {f"{d} {k}": v for (d, k), v in peaks.items()}, memory)
 
 
 class _KeptLoop:

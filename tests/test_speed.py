@@ -149,6 +149,8 @@ def test_ladder_runs_each_rung_in_a_process_of_its_own(fashion):
     assert list(r.results) == ["bf16", "kept_memory"]
     assert all(len(x.wall) == 2 and x.rate > 0 for x in r.results.values())
     assert r.results["kept_memory"].steps == [2, 2]
+    if r.memory["bf16"] is not None:
+        assert r.memory["bf16"] > 2**20 and "peak resident memory (GiB) of each process" in r.table()
     with pytest.raises(TypeError):  # the model's arguments are checked here, before any process starts
         ladder("alexnet_small", 28, 16, rungs=("bf16",), data=train, widht=0.25)
 
