@@ -196,26 +196,27 @@ def page_faults() -> int | None:
 
 @contextlib.contextmanager
 def keep_freed_memory():
-    """Within the block, host memory that tensors free stays in the process for reuse; yields whether
-    it can (True with glibc on Linux; elsewhere the block runs unchanged and it yields False).
+    """Within the block, host memory that tensors free stays in the process for reuse; yields whether it
+    can (True with glibc on Linux; elsewhere the block runs unchanged and it yields False).
 
     PyTorch's CPU tensors come from the C library (``posix_memalign``, an aligned ``malloc``). glibc
-    serves each block larger than its mmap threshold with a fresh mapping from the operating system and
-    unmaps it when it is freed; it raises the threshold to the size of each mapped block freed, but only
-    up to 32 MiB, and it also returns free memory at the top of its heap beyond a trim threshold (twice
-    the mmap threshold). The kernel zero-fills the pages of a fresh mapping one page fault at a time as
-    they are first touched, so a training step whose activations exceed 32 MiB (AlexNet at 224 px,
-    batch 128) pays that at every step; chapter 8 measures what it costs. On a GPU, PyTorch's caching
-    allocator keeps freed blocks for the same reason. Inside the block glibc neither maps large blocks
-    separately (``M_MMAP_MAX`` = 0) nor trims its heap (``M_TRIM_THRESHOLD`` = -1), so from the second
-    step on the same memory is reused; the process keeps the most memory it needed at any moment
-    (more if the heap fragments). Exceptions: in threads other than the main one, blocks over 64 MiB
-    are still mapped separately; and an allocator loaded with ``LD_PRELOAD`` (jemalloc, tcmalloc)
-    ignores these settings. On exit large blocks are mapped again and ``malloc_trim(0)`` hands the
-    memory the block kept back to the system; the thresholds then stay fixed at 32 MiB (mmap) and 64
-    MiB (trim), at or above where glibc's own would have settled (setting any of them ends glibc's
-    adjustment, and replaces ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` from the
-    environment). Blocks nest; only the outermost restores."""
+    serves a block at or above its mmap threshold, when no free space in its heap fits it, with a fresh
+    mapping from the operating system and unmaps it when it is freed; it raises the threshold to the size
+    of each freed mapped block of at most 32 MiB (larger ones leave it unchanged), and it also returns
+    free memory at the top of its heap beyond a trim threshold (128 KiB at first, then twice the mmap
+    threshold). The kernel zero-fills the pages of a fresh mapping one page fault at a time as they are
+    first touched, so a training step with single tensors over 32 MiB (AlexNet at 224 px, batch 128:
+    activations, gradients, autocast's bf16 weight copies) usually pays that at every step; chapter 8
+    measures what it costs. On a GPU, PyTorch's caching allocator keeps freed blocks for the same reason.
+    Inside the block glibc neither maps large blocks separately (``M_MMAP_MAX`` = 0) nor trims its heap
+    (``M_TRIM_THRESHOLD`` = -1), so from the second step on the same memory is reused; the process keeps
+    the most memory it needed at any moment (more if the heap fragments). Exceptions: in threads other
+    than the main one, blocks over 64 MiB are still mapped separately; and an allocator loaded with
+    ``LD_PRELOAD`` (jemalloc, tcmalloc) ignores these settings. On exit large blocks are mapped again and
+    ``malloc_trim(0)`` hands the memory the block kept back to the system; the thresholds then stay fixed
+    at 32 MiB (mmap) and 64 MiB (trim), at or above where glibc's own would have settled (setting any of
+    them ends glibc's adjustment, and replaces ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` from
+    the environment). Blocks nest; only the outermost restores."""
     libc = _glibc()
     if libc is None:
         yield False

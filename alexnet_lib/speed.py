@@ -557,8 +557,9 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
     and ``warmup_rounds`` unrecorded rounds. ``isolate``: each rung in a process of its own
     (:class:`RungProcess`; the peaks are measured in this one); False runs them all here, where they
     share the memory allocator (the kept_memory and fit rungs then keep freed memory only while they
-    run, and hand it back after every call). As with a ``DataLoader``'s worker processes, a script
-    that calls it with ``isolate=True`` must do so under ``if __name__ == '__main__':``."""
+    run, and hand it back after every call). The processes are spawned on every platform, so (as with a
+    ``DataLoader``'s spawned workers on macOS and Windows) a script that calls it with ``isolate=True``
+    must do so under ``if __name__ == '__main__':``."""
     t0 = time.perf_counter()
     device = select_device(device)
     unknown = [name for name in rungs if name not in RUNGS]
