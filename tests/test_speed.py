@@ -21,6 +21,7 @@ from alexnet_lib.speed import (
     ABLATIONS,
     FAST_RECIPE,
     RUNGS,
+    STRETCH_RECIPE,
     DeviceLoop,
     FitLoop,
     LadderResult,
@@ -203,12 +204,30 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     assert "target 0% reached after epoch 1" in p.stdout and "budget: the tutorial loop needs" in p.stdout
     (r,) = json.loads(out.read_text())["runs"]
     assert r["n_train"] == 512 and r["recipe"]["fit"]["epochs"] == 1 and len(r["history"]["test_top1"]) == 1
-    assert json.loads(out.read_text())["budget"]["within"] == [True]  # the default budget, measured
+    budget = json.loads(out.read_text())["budget"]  # the default budget, measured before and after the run
+    assert budget["within"] == [True] and len(budget["measurements"]) == 2 and len(budget["per_run"]) == 1
+    assert "budget around this run" in p.stdout
     args += ["--budget-images", "0"]  # without it: a target no run reaches, two seeds
     p = _bench("time_to_accuracy", *args, "--target", "1.01", "--seeds", "0", "1")
     assert p.returncode == 1 and p.stdout.count("NOT reached") == 2, p.stderr[-3000:]
     assert "2 seeds: test accuracy" in p.stdout and "target reached by 0" in p.stdout
     assert [r["recipe"]["fit"]["seed"] for r in json.loads(out.read_text())["runs"]] == [0, 1]
+
+
+def test_time_to_accuracy_command_stretch_recipe(fashion_root, tmp_path):
+    out = tmp_path / "s.json"
+    small = ["--epochs", "1", "--n-train", "256", "--n-test", "128", "--batch-size", "64"]
+    p = _bench("time_to_accuracy", "--recipe", "stretch", *small, "--json", str(out))
+    assert out.exists(), p.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    (r,) = doc["runs"]
+    assert r["target"] == 0.93 and r["recipe"] == vary_recipe(STRETCH_RECIPE, fit=dict(
+        epochs=1, batch_size=64, seed=0))  # the stretch recipe, width 0.5 included, and its target
+    assert doc["time_limit"]["seconds"] == 210 and "time limit:" in p.stdout
+    assert doc["budget"] is None  # the stretch recipe is not compared with the tutorial budget by default
+    assert p.returncode == (0 if r["reached"] else 1)
+    p = _bench("time_to_accuracy", "--recipe", "stretch", "--ablation", *small)
+    assert p.returncode == 2 and "--ablation varies the fast recipe" in p.stderr
 
 
 def test_recipe_ablation_changes_one_thing_per_seed_and_reports_divergence(monkeypatch):
@@ -351,13 +370,34 @@ def test_bench_ablation_writes_seeds_and_summary(monkeypatch, tmp_path, capsys):
     assert doc["summary"]["no label smoothing"]["acc_diff"] == pytest.approx([1.0] * 3)
 
 
+def test_bench_compares_each_run_with_the_budget_measured_around_it(monkeypatch, tmp_path):
+    sys.path.insert(0, str(REPO))
+    import bench.time_to_accuracy as bench_tta
+
+    budgets = iter([10.0, 20.0, 40.0])  # before seed 0, between the seeds, after seed 1
+    monkeypatch.setattr(bench_tta, "tutorial_seconds", lambda n, **kw: dict(
+        seconds=next(budgets), img_s=1.0, n_images=n, model="alexnet_small", image_size=32, batch_size=128,
+        steps=8))
+    run = dict(accuracy=0.91, train_eval_s=18.0, total_s=19.0, cpu_s=30.0, reached=1, time_to_target_s=18.0,
+               load_before=None, load_after=None, n_train=1, n_test=1)
+    history = type("H", (), dict(test_top1=[0.91], to_dict=lambda self: {}, __len__=lambda self: 1))()
+    monkeypatch.setattr(bench_tta, "time_to_accuracy", lambda recipe, **kw: dict(
+        run, recipe=recipe, history=history))
+    out = tmp_path / "b.json"
+    assert bench_tta.main(["--seeds", "0", "1", "--json", str(out)]) == 0
+    budget = json.loads(out.read_text())["budget"]
+    assert budget["per_run"] == [15.0, 30.0] and budget["within"] == [False, True]  # 18 s: over 15, under 30
+    assert budget["seconds"] == pytest.approx(70 / 3)
+
+
 def test_recipes_name_only_what_get_model_and_fit_accept():
     import inspect
 
     from alexnet_lib.train import fit
 
     fit_args = set(inspect.signature(fit).parameters)
-    for name, change in {"FAST_RECIPE": {}, **ABLATIONS}.items():
+    stretch = dict(model={"width": STRETCH_RECIPE["model"]["width"]}, fit=dict(STRETCH_RECIPE["fit"]))
+    for name, change in {"FAST_RECIPE": {}, "STRETCH_RECIPE": stretch, **ABLATIONS}.items():
         recipe = vary_recipe(FAST_RECIPE, **change)
         assert set(change) <= {"model", "fit"}, name
         assert set(recipe["fit"]) <= fit_args, name

@@ -3,9 +3,10 @@
     python tools/readme_bench.py            # rewrite README.md between the bench-results markers
     python tools/readme_bench.py --check    # exit 1 if README.md is not what the results say (a test)
 
-Reads ``bench/results/throughput.json`` (``python -m bench.throughput --ladder --json ...``) and
-``bench/results/time_to_accuracy.json`` (``python -m bench.time_to_accuracy --seeds 0 1 2 --json ...``);
-``make bench`` writes both and then runs this script.
+Reads ``bench/results/throughput.json`` (``python -m bench.throughput --ladder --json ...``),
+``bench/results/time_to_accuracy.json`` (``python -m bench.time_to_accuracy --seeds 0 1 2 --json ...``)
+and ``bench/results/time_to_accuracy_stretch.json`` (the same with ``--recipe stretch``); ``make bench``
+writes all three and then runs this script.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ def _machine(meta: dict) -> str:
     return (f"{meta['cpu']}, bf16 computed by {meta['bf16 hardware']}, device {meta['device']}, "
             f"torch {meta['torch']}, load average (1, 5, 15 min) at the start {meta['load_average_start']}"
             + (f" and at the end {meta['load_average_end']}" if "load_average_end" in meta else "")
-            + f" (2 means both cores were busy with other work too), {meta['date']}")
+            + " (the kernel's damped averages of threads running, waiting to run or in uninterruptible "
+            "sleep; the benchmark's own threads count too: at the end, and at the start when another "
+            f"benchmark ran just before), {meta['date']}")
 
 
 def throughput_section(doc: dict) -> list[str]:
@@ -58,7 +61,11 @@ def _versus(r: dict) -> str:
     return f"{c['median']:.2f}x `{best}` ({c['low']:.2f}-{c['high']:.2f}: {c['verdict']})"
 
 
-def accuracy_section(doc: dict) -> list[str]:
+def stretch_section(doc: dict) -> list[str]:
+    return accuracy_section(doc, name="stretch recipe")
+
+
+def accuracy_section(doc: dict, name: str = "fast recipe") -> list[str]:
     meta, runs = doc["meta"], doc["runs"]
     recipe = runs[0]["recipe"]
     fit, model = recipe["fit"], recipe["model"]
@@ -69,28 +76,48 @@ def accuracy_section(doc: dict) -> list[str]:
               if len(runs) > 1 else "")
     reached = sum(r["reached"] is not None for r in runs)
     kw = ", ".join(f"{k}={v}" for k, v in model.items() if k != "name")
-    return [f"`{meta['command']}` on {_machine(meta)}: the fast recipe (`{model['name']}({kw})` at "
+    return [f"`{meta['command']}` on {_machine(meta)}: the {name} (`{model['name']}({kw})` at "
             f"{fit['image_size']} px, {fit['optimizer']} lr {fit['lr']} with schedule {fit['schedule']}, "
             f"label smoothing {fit['label_smoothing']}, batch {fit['batch_size']}, {fit['epochs']} epochs) "
             f"reached {per_seed} of training plus evaluation{spread}; {reached} of {len(runs)} runs reached "
-            f"{runs[0]['target']:.0%}." + _budget(doc.get("budget"), runs)]
+            f"{runs[0]['target']:.0%}."
+            + _limit(doc.get("time_limit"), runs) + _budget(doc.get("budget"), runs)]
+
+
+def _limit(limit: dict | None, runs: list) -> str:
+    if not limit:
+        return ""
+    return (f" Time limit {limit['seconds']:.0f} s of training plus evaluation: {sum(limit['within'])} of "
+            f"{len(runs)} runs reached {runs[0]['target']:.0%} within it.")
 
 
 def _budget(budget: dict | None, runs: list) -> str:
-    """The sentence comparing the runs with the tutorial loop's time, measured in the same run."""
+    """The sentence comparing the runs with the tutorial loop's time, measured in the same run (around
+    each run where the result has ``per_run``)."""
     if not budget:
         return ""
     b = budget["measurements"][0]
-    times = ", ".join("not reached" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f} s"
-                      for r in runs)
-    return (f" Budget: the tutorial loop needed {budget['seconds']:.1f} s for {b['n_images']:,} images of "
-            f"`{b['model']}` at {b['image_size']} px in the same run; time to {runs[0]['target']:.0%} per "
-            f"seed: {times} ({sum(budget['within'])} of {len(runs)} within the budget).")
+    target = f"{runs[0]['target']:.0%}"
+    per_run = budget.get("per_run") or [budget["seconds"]] * len(runs)
+    times = ", ".join(("not reached" if r["time_to_target_s"] is None else f"{r['time_to_target_s']:.1f} s")
+                      + f" (budget {s:.1f} s)" for r, s in zip(runs, per_run))
+    where = ("measured before every run and after the last, each run compared with the mean of the two "
+             "measurements around it" if "per_run" in budget else "measured before and after the runs")
+    n = len(budget["measurements"])
+    ms = [m["seconds"] for m in budget["measurements"] if "seconds" in m]
+    spread = f", {min(ms):.1f}-{max(ms):.1f} s" if len(ms) > 1 else ""
+    steps = (f", each extrapolated from {b['steps']} timed steps of batch {b['batch_size']}"
+             if "steps" in b else "")
+    return (f" Budget: the time the tutorial loop needs for {b['n_images']:,} images of `{b['model']}` at "
+            f"{b['image_size']} px, {where} ({n} measurement{'s' if n != 1 else ''}{steps}: mean "
+            f"{budget['seconds']:.1f} s{spread}); time to {target} per seed: "
+            f"{times} ({sum(budget['within'])} of {len(runs)} within the budget).")
 
 
 def render() -> str:
     parts = [START, "<!-- generated by tools/readme_bench.py from bench/results/*.json: do not edit -->"]
-    sections = (("throughput.json", throughput_section), ("time_to_accuracy.json", accuracy_section))
+    sections = (("throughput.json", throughput_section), ("time_to_accuracy.json", accuracy_section),
+                ("time_to_accuracy_stretch.json", stretch_section))
     for name, section in sections:
         path = RESULTS / name
         parts += ["", *section(json.loads(path.read_text()))] if path.exists() else ["", f"(no {name} yet)"]
