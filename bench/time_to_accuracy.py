@@ -135,21 +135,20 @@ def main(argv=None) -> int:
         return tutorial_seconds(a.budget_images, steps=a.budget_steps, device=a.device)
 
     budgets = [measure_budget()] if a.budget_images else []
-    runs = []
+    runs, per_run = [], []
     for seed in a.seeds if a.seeds is not None else [recipe["fit"].get("seed", 0)]:
         with quiet_bar:
             runs.append(time_to_accuracy(vary_recipe(recipe, fit=dict(seed=seed)), progress=True, **kw))
         report(runs[-1], a.target)
         if budgets:
             budgets.append(measure_budget())
-            around = (budgets[-2]["seconds"] + budgets[-1]["seconds"]) / 2
+            per_run.append(around := (budgets[-2]["seconds"] + budgets[-1]["seconds"]) / 2)
             t = runs[-1]["time_to_target_s"]
             print(f"budget around this run: {around:.1f} s (the tutorial loop's {a.budget_images:,} images "
                   f"at {budgets[-2]['img_s']:.1f} and {budgets[-1]['img_s']:.1f} img/s before and after); "
                   + ("not reached" if t is None else f"{t / around:.0%} of it used"), flush=True)
     budget = None
     if budgets:
-        per_run = [(b0["seconds"] + b1["seconds"]) / 2 for b0, b1 in zip(budgets, budgets[1:])]
         within = [r["time_to_target_s"] is not None and r["time_to_target_s"] <= s
                   for r, s in zip(runs, per_run)]
         seconds = statistics.mean(b["seconds"] for b in budgets)
