@@ -44,15 +44,17 @@ from alexnet_lib.speed import (  # noqa: E402
     ablation_summary,
     ablation_table,
     recipe_ablation,
+    recipe_model,
     time_to_accuracy,
     tutorial_seconds,
     vary_recipe,
+    whitening_conv,
 )
 from bench import load_average, run_metadata  # noqa: E402
 
 MODEL_OPTIONS = ("width", "hidden", "dropout", "norm")  # the recipe's model settings; the rest go to fit
 NOT_RECIPE = ("recipe", "target", "time_limit", "threads", "device", "json", "n_train", "n_test", "ablation",
-              "seeds", "budget_images", "budget_steps")
+              "seeds", "budget_images", "budget_steps", "init")
 
 
 def main(argv=None) -> int:
@@ -73,6 +75,10 @@ def main(argv=None) -> int:
     p.add_argument("--optimizer", default=None, help="sgd or adamw")
     p.add_argument("--schedule", default=None, help="onecycle, cosine, step, plateau or none")
     p.add_argument("--precision", default=None, help="auto, bf16, fp16 or fp32")
+    p.add_argument("--init", choices=("none", "whiten"), default=None,
+                   help="whiten: set the first convolution from the training images by patch whitening "
+                        "(speed.whiten_first_conv); none: the model's own initialisation (default: as the "
+                        "recipe)")
     p.add_argument("--n-train", type=int, default=None, help="train on a subset (quick checks)")
     p.add_argument("--n-test", type=int, default=None, help="evaluate on a subset (quick checks)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -104,7 +110,13 @@ def main(argv=None) -> int:
         else:
             (model if key in MODEL_OPTIONS else fit)[key] = value
     base, default_target = RECIPES[a.recipe]
-    recipe = vary_recipe(base, model=model, fit=fit)
+    recipe = vary_recipe(base, model=model, fit=fit,
+                         **({} if a.init is None else dict(init=None if a.init == "none" else a.init)))
+    if recipe.get("init") == "whiten":  # refused before any data is read
+        try:
+            whitening_conv(recipe_model(vary_recipe(recipe, init=None)))
+        except ValueError as e:
+            p.error(f"--init whiten: {e}")
     a.target = default_target if a.target is None else a.target
     if a.time_limit is None and a.recipe == "stretch":
         a.time_limit = 210.0
@@ -187,8 +199,11 @@ def report(r: dict, target: float) -> None:
           ", ".join(f"{x:.2%}" for x in h.test_top1))
     print(f"final test accuracy {r['accuracy']:.2%} after {len(h)} epochs ({r['n_train']:,} training and "
           f"{r['n_test']:,} test images); "
-          f"training + evaluation {r['train_eval_s']:.1f} s wall; "
-          f"total with data loading {r['total_s']:.1f} s; process CPU time {r['cpu_s']:.1f} s")
+          f"training + evaluation {r['train_eval_s']:.1f} s wall"
+          + (f" (with the {r['recipe']['init']} init before training, {r['init_s']:.2f} s)"
+             if r.get("init_s") else "") +
+          f"; total with data loading and the model's set-up {r['total_s']:.1f} s; process CPU time "
+          f"{r['cpu_s']:.1f} s")
     if r["reached"] is not None:
         print(f"target {target:.0%} reached after epoch {r['reached']} at {r['time_to_target_s']:.1f} s "
               f"(training + evaluation)")

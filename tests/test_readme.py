@@ -35,8 +35,10 @@ def test_render_from_results(tmp_path, monkeypatch):
         n_images=6000, model="alexnet_small", image_size=32, img_s=6000 / sec, seconds=sec, steps=8,
         batch_size=128) for sec in (38.0, 40.0, 42.0)])
     (tmp_path / "time_to_accuracy.json").write_text(json.dumps(dict(meta=META, runs=runs, budget=budget)))
-    stretch = [dict(run(0, .931), time_to_target_s=190.0, target=0.93),
-               dict(run(1, .928), time_to_target_s=None, target=0.93)]
+    stretch = [dict(run(0, .931), time_to_target_s=190.0, target=0.93, init_s=1.5),
+               dict(run(1, .928), time_to_target_s=None, target=0.93, init_s=2.25)]
+    for r in stretch:
+        r["recipe"]["init"] = "whiten"
     (tmp_path / "time_to_accuracy_stretch.json").write_text(json.dumps(dict(
         meta=META, runs=stretch, budget=None, time_limit=dict(seconds=210.0, within=[True, False]))))
     monkeypatch.setattr(readme_bench, "RESULTS", tmp_path)
@@ -52,6 +54,10 @@ def test_render_from_results(tmp_path, monkeypatch):
             "time to 90% per seed: 50.0 s (budget 39.0 s), not reached (budget 41.0 s) (0 of 2 within the "
             "budget)") in text
     assert "the stretch recipe (`alexnet_small(width=0.25)` at 28 px" in text
+    assert ("3 epochs, the first convolution initialised by patch whitening) reached 93.10% in 50.0 s "
+            "(seed 0), 92.80% in 50.0 s (seed 1) of training plus evaluation (counting the patch whitening "
+            "before training, 1.50-2.25 s)") in text
+    assert "initialised by patch whitening" not in text.split("stretch recipe")[0]  # the fast one has none
     assert "Time limit 210 s of training plus evaluation: 1 of 2 runs reached 93% within it." in text
     # results written before the budget was measured around each run still render
     old = dict(seconds=40.0, within=[True], measurements=[dict(n_images=6000, model="alexnet_small",

@@ -35,6 +35,7 @@ from alexnet_lib.speed import (
     t_quantile,
     time_to_accuracy,
     vary_recipe,
+    whiten_first_conv,
 )
 
 TINY = dict(width=0.25, norm="batch")
@@ -207,11 +208,12 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     budget = json.loads(out.read_text())["budget"]  # the default budget, measured before and after the run
     assert budget["within"] == [True] and len(budget["measurements"]) == 2 and len(budget["per_run"]) == 1
     assert "budget around this run" in p.stdout
-    args += ["--budget-images", "0"]  # without it: a target no run reaches, two seeds
+    args += ["--budget-images", "0", "--init", "whiten"]  # without it: a target no run reaches, two seeds
     p = _bench("time_to_accuracy", *args, "--target", "1.01", "--seeds", "0", "1")
     assert p.returncode == 1 and p.stdout.count("NOT reached") == 2, p.stderr[-3000:]
     assert "2 seeds: test accuracy" in p.stdout and "target reached by 0" in p.stdout
-    assert [r["recipe"]["fit"]["seed"] for r in json.loads(out.read_text())["runs"]] == [0, 1]
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["recipe"]["fit"]["seed"] for r in runs] == [0, 1] and runs[0]["recipe"]["init"] == "whiten"
 
 
 def test_time_to_accuracy_command_stretch_recipe(fashion_root, tmp_path):
@@ -228,6 +230,10 @@ def test_time_to_accuracy_command_stretch_recipe(fashion_root, tmp_path):
     assert p.returncode == (0 if r["reached"] else 1)
     p = _bench("time_to_accuracy", "--recipe", "stretch", "--ablation", *small)
     assert p.returncode == 2 and "--ablation varies the fast recipe" in p.stderr
+    p = _bench("time_to_accuracy", "--recipe", "stretch", "--init", "none", *small, "--json", str(out))
+    assert json.loads(out.read_text())["runs"][0]["recipe"]["init"] is None, p.stderr[-3000:]
+    p = _bench("time_to_accuracy", "--init", "whiten", "--width", "1")  # 64 filters: refused at once
+    assert p.returncode == 2 and "at most 2 x 25" in p.stderr and "cpu:" not in p.stdout
 
 
 def test_recipe_ablation_changes_one_thing_per_seed_and_reports_divergence(monkeypatch):
@@ -396,14 +402,100 @@ def test_recipes_name_only_what_get_model_and_fit_accept():
     from alexnet_lib.train import fit
 
     fit_args = set(inspect.signature(fit).parameters)
-    stretch = dict(model={"width": STRETCH_RECIPE["model"]["width"]}, fit=dict(STRETCH_RECIPE["fit"]))
+    stretch = dict(model={"width": STRETCH_RECIPE["model"]["width"]}, fit=dict(STRETCH_RECIPE["fit"]),
+                   init=STRETCH_RECIPE.get("init"))
+    images = make_image_data(n=16, size=28)
     for name, change in {"FAST_RECIPE": {}, "STRETCH_RECIPE": stretch, **ABLATIONS}.items():
         recipe = vary_recipe(FAST_RECIPE, **change)
-        assert set(change) <= {"model", "fit"}, name
+        assert set(change) <= {"model", "fit", "init"}, name
         assert set(recipe["fit"]) <= fit_args, name
-        model = recipe_model(recipe)  # get_model accepts the model settings
+        model = recipe_model(recipe, images)  # get_model accepts the model settings (and init its images)
         assert isinstance(model, nn.Module)
     # vary_recipe copies: the shared recipe is never changed
     before = json.dumps(FAST_RECIPE)
     vary_recipe(FAST_RECIPE, model=dict(width=1.0), fit=dict(epochs=9))["fit"]["lr"] = 1.0
     assert json.dumps(FAST_RECIPE) == before
+
+
+def _smooth_images(n=300, size=12, seed=0):
+    """ImageData whose neighbouring pixels are correlated (random 4x4 images enlarged), as in real images."""
+    from alexnet_lib.data import ImageData
+
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(n, 1, 4, 4, generator=g)
+    images = (255 * nn.functional.interpolate(small, size=size, mode="bilinear")).round().to(torch.uint8)
+    return ImageData(images, torch.arange(n) % 4, [f"c{i}" for i in range(4)], "smooth", mean=(0.5,),
+                     std=(0.25,))
+
+
+def test_whiten_first_conv_makes_the_patch_responses_uncorrelated_with_unit_variance():
+    from alexnet_lib.data import DeviceLoader
+
+    data = _smooth_images()
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3))
+    second = model[2].weight.detach().clone()
+    conv = whiten_first_conv(model, data, image_size=12, n_images=len(data))
+    assert conv is model[0] and torch.equal(conv.weight[4:], -conv.weight[:4]) and not conv.bias.any()
+    assert torch.equal(model[2].weight, second)  # only the first convolution is set
+    x = next(iter(DeviceLoader(data, batch_size=len(data), image_size=12)))[0]  # the images it saw
+    responses = nn.functional.conv2d(x, conv.weight[:4], padding=1).transpose(0, 1).reshape(4, -1).double()
+    # the 4 leading directions of these smooth images have eigenvalues far above eps: variance ~1 each,
+    # over every position the convolution computes (its zero padding included)
+    torch.testing.assert_close(torch.cov(responses), torch.eye(4, dtype=torch.float64), atol=0.01, rtol=0)
+    # ... and they are the leading ones: the variance along each filter's direction, largest first, is the
+    # largest eigenvalues of the patches' covariance; each direction's largest component is positive
+    patches = nn.functional.unfold(x.double(), 3, padding=1).transpose(1, 2).reshape(-1, 9)
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(patches.T)).flip(0)
+    units = conv.weight[:4].detach().flatten(1).double()
+    units = units / units.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(torch.cov(units @ patches.T).diag(), eigenvalues[:4], rtol=1e-3, atol=0)
+    assert (units.gather(1, units.abs().argmax(1, keepdim=True)) > 0).all()
+
+
+def test_whiten_first_conv_refuses_what_it_cannot_whiten():
+    data = _smooth_images(n=20)
+    for model, match in [(nn.Sequential(nn.Linear(4, 4)), "no nn.Conv2d"),
+                         (nn.Conv2d(1, 7, 3), "even number of filters"),
+                         (nn.Conv2d(1, 20, 3), r"at most 2 x 9"),
+                         (nn.Conv2d(2, 8, 3, groups=2), "groups=1"),
+                         (nn.Conv2d(1, 8, 3, padding="same"), "zero padding given as numbers"),
+                         (nn.Conv2d(1, 8, 3, padding=1, padding_mode="reflect"), "zero padding"),
+                         (nn.Conv2d(3, 8, 3), "1 channel")]:
+        with pytest.raises(ValueError, match=match):
+            whiten_first_conv(model, data, image_size=12)
+    with pytest.raises(TypeError, match="ImageData"):
+        whiten_first_conv(nn.Conv2d(1, 8, 3), torch.zeros(4, 1, 12, 12))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        whiten_first_conv(nn.Conv2d(1, 8, 3), data, eps=0)
+    with pytest.raises(ValueError, match="n_images must be >= 1"):
+        whiten_first_conv(nn.Conv2d(1, 8, 3), data, n_images=0)
+
+
+def test_a_recipe_init_is_kept_by_vary_recipe_and_applied_by_recipe_model():
+    whitened = vary_recipe(FAST_RECIPE, init="whiten")
+    assert "init" not in FAST_RECIPE and vary_recipe(whitened, fit=dict(seed=3))["init"] == "whiten"
+    assert vary_recipe(whitened, init=None)["init"] is None
+    data = _smooth_images(n=40, size=28)
+    plain, white = recipe_model(FAST_RECIPE, data), recipe_model(whitened, data)
+    # the same draw of weights (the recipe's seed) except the first convolution, set from the images
+    assert not plain.features[0].weight.equal(white.features[0].weight)
+    assert plain.features[4].weight.equal(white.features[4].weight)
+    with pytest.raises(ValueError, match=r"pass them as recipe_model\(recipe, data=train\)"):
+        recipe_model(whitened)
+    with pytest.raises(ValueError, match="init must be one of"):
+        vary_recipe(FAST_RECIPE, init="pca")
+    with pytest.raises(TypeError, match="unknown entries"):
+        vary_recipe(FAST_RECIPE, inits="whiten")
+
+
+def test_the_stretch_recipe_is_what_chapter_8_says():
+    # chapter 8 describes it: width 0.5, five epochs, peak lr 0.2, whitening of the 32 5x5 filters of the
+    # first convolution (16 eigenvectors and their negatives) from 5,000 training images
+    import inspect
+
+    assert STRETCH_RECIPE["model"]["width"] == 0.5 and STRETCH_RECIPE["init"] == "whiten"
+    assert STRETCH_RECIPE["fit"]["epochs"] == 5 and STRETCH_RECIPE["fit"]["lr"] == 0.2
+    conv = recipe_model(STRETCH_RECIPE, make_image_data(n=16, size=28)).features[0]
+    assert conv.out_channels == 32 and conv.kernel_size == (5, 5) and conv.in_channels == 1
+    assert torch.equal(conv.weight[16:], -conv.weight[:16])  # whitened: 16 filters and their negatives
+    assert inspect.signature(whiten_first_conv).parameters["n_images"].default == 5000

@@ -78,10 +78,24 @@ def accuracy_section(doc: dict, name: str = "fast recipe") -> list[str]:
     kw = ", ".join(f"{k}={v}" for k, v in model.items() if k != "name")
     return [f"`{meta['command']}` on {_machine(meta)}: the {name} (`{model['name']}({kw})` at "
             f"{fit['image_size']} px, {fit['optimizer']} lr {fit['lr']} with schedule {fit['schedule']}, "
-            f"label smoothing {fit['label_smoothing']}, batch {fit['batch_size']}, {fit['epochs']} epochs) "
-            f"reached {per_seed} of training plus evaluation{spread}; {reached} of {len(runs)} runs reached "
+            f"label smoothing {fit['label_smoothing']}, batch {fit['batch_size']}, {fit['epochs']} epochs"
+            f"{_INIT_TEXT[recipe.get('init')]}) "
+            f"reached {per_seed} of training plus evaluation{_init_time(runs)}{spread}; {reached} of "
+            f"{len(runs)} runs reached "
             f"{runs[0]['target']:.0%}."
             + _limit(doc.get("time_limit"), runs) + _budget(doc.get("budget"), runs)]
+
+
+_INIT_TEXT = {None: "", "whiten": ", the first convolution initialised by patch whitening"}
+
+
+def _init_time(runs: list) -> str:
+    """How much of the timed span the recipe's init took (results from before init_s have none)."""
+    times = [r.get("init_s") for r in runs]
+    if not all(times):
+        return ""
+    span = f"{min(times):.2f}-{max(times):.2f}" if len(times) > 1 else f"{times[0]:.2f}"
+    return f" (counting the patch whitening before training, {span} s)"
 
 
 def _limit(limit: dict | None, runs: list) -> str:
