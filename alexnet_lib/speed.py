@@ -64,7 +64,7 @@ import torch
 import torch.nn as nn
 
 from .arithmetic import train_flops
-from .checks import integer, number
+from .checks import integer, number, optional_integer
 from .data import DeviceLoader, ImageData, default_data_root, load_dataset
 from .device import (
     DTYPE_NAMES,
@@ -657,11 +657,13 @@ def vary_recipe(recipe: dict, model: dict | None = None, fit: dict | None = None
 #: from the training images by patch whitening (:func:`whiten_first_conv`, its time counted in the
 #: benchmark's). The best of a short search from the same recipe without whitening, three seeds each:
 #: batch 128 with a peak learning rate of 0.1, a peak learning rate of 0.3, 512 hidden units, no label
-#: smoothing, six epochs at 24 px, six epochs at width 0.375, and whitening; flipped training images
-#: with one seed. Whitening raised the fast recipe's accuracy on every one of three seeds; on this recipe
-#: its gain was not beyond the noise of three seeds. It ends above 93% by a few tenths of a point at
-#: most, so a seed may still fall short: ``python -m bench.time_to_accuracy --recipe stretch --seeds 0 1
-#: 2`` runs it, and the README shows what each seed reached.
+#: smoothing, six epochs at 24 px, six epochs at width 0.375, and whitening (screened in a first version,
+#: from unpadded patches, in a training loop equal to fit's); flipped training images with one seed. In
+#: that search whitening raised the fast recipe's accuracy on each of three seeds (not committed: see
+#: ``python -m bench.time_to_accuracy --seeds 0 1 2 --init whiten``); on this recipe its gain was not
+#: beyond the noise of three seeds. It ends within a few tenths of a point of 93%, on either side, so a
+#: seed may fall short: ``python -m bench.time_to_accuracy --recipe stretch --seeds 0 1 2`` runs it, and
+#: the README shows what each seed reached.
 STRETCH_RECIPE = vary_recipe(FAST_RECIPE, model=dict(width=0.5), fit=dict(epochs=5, lr=0.2), init="whiten")
 
 #: The recipes by name, with the test accuracy each is run against by default.
@@ -693,7 +695,7 @@ def recipe_model(recipe: dict, data: ImageData | None = None) -> nn.Module:
 def whitening_conv(model: nn.Module) -> nn.Conv2d:
     """The first convolution of ``model``, checked for :func:`whiten_first_conv` (one group, zero
     padding given as numbers, an even number of filters at most twice its patch length); raises
-    ValueError naming what does not fit, before any data is read."""
+    ValueError listing these requirements with the layer, before any data is read."""
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
         raise ValueError(f"model ({type(model).__name__}) has no nn.Conv2d to whiten")
@@ -723,9 +725,10 @@ def whiten_first_conv(model: nn.Module, data: ImageData, image_size: int | None 
     all eigenvectors (its layer has exactly twice as many filters as a patch has values), freezes the
     filters and has no BatchNorm after them. Here the covariance is centred, only the leading
     eigenvectors are kept when there are fewer filters, and the filters are a starting point that
-    training changes like any other weights. Where BatchNorm follows (as in alexnet_small), it rescales
-    each filter's response anyway: what the whitening sets is then the filters' directions (the patches'
-    principal components) and their norms, which set how fast training changes each filter.
+    training may change. Where BatchNorm follows (as in alexnet_small), it rescales each filter's
+    response anyway: what the whitening sets is then the filters' directions (the patches' principal
+    components) and their norms, which set how fast training turns each filter; the filters of weak
+    directions come out much larger than a random initialisation's and barely move.
 
     The patches come from ``n_images`` images of ``data`` (a stratified subset drawn with ``seed``),
     resized to ``image_size`` (default the model's input size) and normalised as :func:`fit` feeds them.
@@ -738,12 +741,12 @@ def whiten_first_conv(model: nn.Module, data: ImageData, image_size: int | None 
     if data.channels != conv.in_channels:
         raise ValueError(f"data has {data.channels} channel(s) but the first convolution takes "
                          f"{conv.in_channels}")
-    size = image_size or getattr(model, "default_input_size", None)
+    size = optional_integer(image_size, "image_size") or getattr(model, "default_input_size", None)
     dims = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
     positions = math.prod((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in zip(
         (size, size) if size else data.images.shape[-2:], conv.padding, conv.dilation, conv.kernel_size,
         conv.stride))
-    batch = max(1, 2 ** 23 // (dims * positions))  # ~64 MiB of float64 patches at a time
+    batch = max(1, 2 ** 23 // (dims * positions))  # ~64 MiB of float64 patches (twice while reshaped)
     loader = DeviceLoader(data.subset(n_images, seed=seed), batch_size=batch, device="cpu", image_size=size)
     total, outer, n = torch.zeros(dims, dtype=torch.float64), torch.zeros(dims, dims, dtype=torch.float64), 0
     for x, _ in loader:

@@ -112,11 +112,15 @@ def main(argv=None) -> int:
     base, default_target = RECIPES[a.recipe]
     recipe = vary_recipe(base, model=model, fit=fit,
                          **({} if a.init is None else dict(init=None if a.init == "none" else a.init)))
-    if recipe.get("init") == "whiten":  # refused before any data is read
+    if recipe.get("init") == "whiten":  # refused before any data is read (Fashion-MNIST: 1 channel)
         try:
-            whitening_conv(recipe_model(vary_recipe(recipe, init=None)))
+            model = recipe_model(vary_recipe(recipe, init=None, model=dict(in_channels=1)))
+        except (TypeError, ValueError) as e:
+            p.error(str(e))
+        try:
+            whitening_conv(model)
         except ValueError as e:
-            p.error(f"--init whiten: {e}")
+            p.error(f"the recipe's init 'whiten' (patch whitening): {e}")
     a.target = default_target if a.target is None else a.target
     if a.time_limit is None and a.recipe == "stretch":
         a.time_limit = 210.0

@@ -55,8 +55,8 @@ def test_render_from_results(tmp_path, monkeypatch):
             "budget)") in text
     assert "the stretch recipe (`alexnet_small(width=0.25)` at 28 px" in text
     assert ("3 epochs, the first convolution initialised by patch whitening) reached 93.10% in 50.0 s "
-            "(seed 0), 92.80% in 50.0 s (seed 1) of training plus evaluation (counting the patch whitening "
-            "before training, 1.50-2.25 s)") in text
+            "(seed 0), 92.80% in 50.0 s (seed 1) of training plus evaluation (counting the model's set-up "
+            "and patch whitening before training, 1.50-2.25 s)") in text
     assert "initialised by patch whitening" not in text.split("stretch recipe")[0]  # the fast one has none
     assert "Time limit 210 s of training plus evaluation: 1 of 2 runs reached 93% within it." in text
     # results written before the budget was measured around each run still render

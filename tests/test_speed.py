@@ -208,7 +208,7 @@ def test_time_to_accuracy_command_exit_status(fashion_root, tmp_path):
     budget = json.loads(out.read_text())["budget"]  # the default budget, measured before and after the run
     assert budget["within"] == [True] and len(budget["measurements"]) == 2 and len(budget["per_run"]) == 1
     assert "budget around this run" in p.stdout
-    args += ["--budget-images", "0", "--init", "whiten"]  # without it: a target no run reaches, two seeds
+    args += ["--budget-images", "0", "--init", "whiten"]  # no budget; a target no run reaches, two seeds
     p = _bench("time_to_accuracy", *args, "--target", "1.01", "--seeds", "0", "1")
     assert p.returncode == 1 and p.stdout.count("NOT reached") == 2, p.stderr[-3000:]
     assert "2 seeds: test accuracy" in p.stdout and "target reached by 0" in p.stdout
@@ -424,7 +424,8 @@ def _smooth_images(n=300, size=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     small = torch.rand(n, 1, 4, 4, generator=g)
     images = (255 * nn.functional.interpolate(small, size=size, mode="bilinear")).round().to(torch.uint8)
-    return ImageData(images, torch.arange(n) % 4, [f"c{i}" for i in range(4)], "smooth", mean=(0.5,),
+    # normalised with a mean far from theirs, so that a covariance that is not centred would fail
+    return ImageData(images, torch.arange(n) % 4, [f"c{i}" for i in range(4)], "smooth", mean=(0.2,),
                      std=(0.25,))
 
 
@@ -484,6 +485,11 @@ def test_a_recipe_init_is_kept_by_vary_recipe_and_applied_by_recipe_model():
         recipe_model(whitened)
     with pytest.raises(ValueError, match="init must be one of"):
         vary_recipe(FAST_RECIPE, init="pca")
+    bad = {**FAST_RECIPE, "init": "pca"}  # already in a recipe
+    with pytest.raises(ValueError, match="init must be one of"):
+        vary_recipe(bad, fit=dict(seed=1))
+    with pytest.raises(ValueError, match="the recipe's init must be one of"):
+        recipe_model(bad, data)
     with pytest.raises(TypeError, match="unknown entries"):
         vary_recipe(FAST_RECIPE, inits="whiten")
 
@@ -498,4 +504,18 @@ def test_the_stretch_recipe_is_what_chapter_8_says():
     conv = recipe_model(STRETCH_RECIPE, make_image_data(n=16, size=28)).features[0]
     assert conv.out_channels == 32 and conv.kernel_size == (5, 5) and conv.in_channels == 1
     assert torch.equal(conv.weight[16:], -conv.weight[:16])  # whitened: 16 filters and their negatives
+    model = recipe_model(STRETCH_RECIPE, make_image_data(n=16, size=28))
+    assert isinstance(model.features[1], nn.BatchNorm2d)  # "BatchNorm right after the convolution"
     assert inspect.signature(whiten_first_conv).parameters["n_images"].default == 5000
+
+
+def test_time_to_accuracy_counts_the_whitening_in_the_recipes_time():
+    train, test = make_image_data(n=64, size=28, seed=0), make_image_data(n=32, size=28, seed=1)
+    recipe = vary_recipe(FAST_RECIPE, fit=dict(epochs=1, batch_size=32), init="whiten")
+    r = time_to_accuracy(recipe, target=0.0, train=train, test=test, progress=False)
+    assert r["init_s"] > 0 and r["reached"] == 1
+    assert r["train_eval_s"] == r["init_s"] + r["history"].wall_time[-1]
+    assert r["time_to_target_s"] == r["init_s"] + r["history"].wall_time[0]
+    plain = time_to_accuracy(vary_recipe(recipe, init=None), target=0.0, train=train, test=test,
+                             progress=False)
+    assert plain["init_s"] == 0 and plain["train_eval_s"] == plain["history"].wall_time[-1]

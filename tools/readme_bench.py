@@ -90,12 +90,13 @@ _INIT_TEXT = {None: "", "whiten": ", the first convolution initialised by patch 
 
 
 def _init_time(runs: list) -> str:
-    """How much of the timed span the recipe's init took (results from before init_s have none)."""
+    """How much of the timed span building the model and its init took (results from before init_s have
+    none)."""
     times = [r.get("init_s") for r in runs]
     if not all(times):
         return ""
     span = f"{min(times):.2f}-{max(times):.2f}" if len(times) > 1 else f"{times[0]:.2f}"
-    return f" (counting the patch whitening before training, {span} s)"
+    return f" (counting the model's set-up and patch whitening before training, {span} s)"
 
 
 def _limit(limit: dict | None, runs: list) -> str:
