@@ -59,13 +59,14 @@ book: $(STAMP) vendor
 notebooks: $(STAMP)
 	$(PY) tools/run_notebooks.py
 
-# Speed: training images/s of the tutorial loop vs fit (ratio, MFU), the ladder of each step, the fast
-# recipe's time to 90% on Fashion-MNIST (3 seeds), the stretch recipe's to 93% (3 seeds). About 25 minutes
-# on 2 CPU cores; the results go to bench/results/ (committed) and README.md's speed section is rewritten
-# from them. The time-to-accuracy commands exit 1 when a seed misses its target ("-": the README is
+# Speed: training images/s of the tutorial loop vs fit (ratio, MFU), the ladder of each step (with the
+# rungs under torch.compile), the fast recipe's time to 90% on Fashion-MNIST (3 seeds), the stretch
+# recipe's to 93% (3 seeds). About 30 minutes on 2 CPU cores (on the EPYC of bench/results/: the ladder
+# 14, the stretch recipe's runs 11); the results go to bench/results/ (committed) and README.md's speed
+# section is rewritten from them. The time-to-accuracy commands exit 1 when a seed misses its target ("-": the README is
 # still rewritten, and says so).
 bench: $(STAMP)
-	$(PY) -m bench.throughput --ladder --json bench/results/throughput.json
+	$(PY) -m bench.throughput --ladder --compile --json bench/results/throughput.json
 	-$(PY) -m bench.time_to_accuracy --seeds 0 1 2 --json bench/results/time_to_accuracy.json
 	-$(PY) -m bench.time_to_accuracy --recipe stretch --seeds 0 1 2 --json bench/results/time_to_accuracy_stretch.json
 	$(PY) tools/readme_bench.py

@@ -30,6 +30,20 @@ rung                  what changes
                       GPU)
 ====================  ==============================================================================
 
+Two more rungs are measured only when asked for (:data:`COMPILED_RUNGS`; ``python -m bench.throughput
+--ladder --compile``), because their first step compiles the model (tens of seconds on a 2-core CPU;
+the ladder records each loop's warm-up time in :attr:`LoopResult.warmup_s`, and a compiled rung needs
+warm-up steps, so that compiling is not timed):
+
+==========================  ========================================================================
+``compiled``                ``kept_memory`` with the model wrapped in ``torch.compile`` (default mode)
+``compiled_max_autotune``   the same with ``mode="max-autotune"``: on a GPU, Triton templates for the
+                            matrix products and convolutions timed against cuBLAS and cuDNN, and the
+                            compiled passes replayed as CUDA graphs; on a CPU in training none of its
+                            templates applies (Inductor's C++ GEMM template needs weights frozen as
+                            constants, which only inference does), so it compiles as the default does
+==========================  ========================================================================
+
 Every rung trains the same model (same initial weights) on the same data with the same batch size and
 the same optimizer step (SGD, momentum 0.9, no weight decay), each run of steps with a new optimizer (as
 every call of ``fit`` starts one). With ``isolate=True`` (the default) each rung runs in a process of
@@ -40,7 +54,7 @@ over rounds with their range (:meth:`LadderResult.compare`), and a rung is calle
 another only when every round agrees and the median's distance from 1 exceeds half the range (the rule
 ``bench/throughput.py`` and the README print; chapter 8 instead asks whether the 95% confidence interval
 of the mean per-round change excludes zero, :func:`paired_verdict`). The table's last line gives each
-rung's process's peak resident memory: seven processes hold seven copies of PyTorch and of the model;
+rung's process's peak resident memory: each process holds its own copy of PyTorch and of the model;
 ``isolate=False`` needs less memory.
 
 Model FLOPs utilisation (MFU) is the achieved FLOP/s (model FLOPs per image x images/s, counting a
@@ -80,13 +94,17 @@ from .device import (
 from .models import get_model
 from .train import fit
 
-__all__ = ["ABLATIONS", "ABLATION_COMPARE", "DeviceLoop", "FAST_RECIPE", "FitLoop", "INITS", "LadderResult",
-           "LoopResult", "RECIPES", "RUNGS", "RUNG_LABELS", "RungProcess", "STRETCH_RECIPE", "TutorialLoop",
-           "ablation_summary", "ablation_table", "ladder", "measure_loops", "paired_verdict",
+__all__ = ["ABLATIONS", "ABLATION_COMPARE", "COMPILED_RUNGS", "DeviceLoop", "FAST_RECIPE", "FitLoop", "INITS",
+           "LadderResult", "LoopResult", "RECIPES", "RUNGS", "RUNG_LABELS", "RungProcess", "STRETCH_RECIPE",
+           "TutorialLoop", "ablation_summary", "ablation_table", "ladder", "measure_loops", "paired_verdict",
            "predicted_epoch_time", "recipe_ablation", "recipe_model", "t_quantile", "time_to_accuracy",
            "tutorial_seconds", "vary_recipe", "whiten_first_conv", "whitening_conv"]
 
 RUNGS = ("tutorial", "preloaded", "device_batches", "channels_last", "bf16", "kept_memory", "fit")
+#: Optional rungs (not in the default ladder): ``kept_memory`` under ``torch.compile``, by mode.
+COMPILED_RUNGS = {"compiled": "default", "compiled_max_autotune": "max-autotune"}
+_KEPT = ("kept_memory", "fit", *COMPILED_RUNGS)  # the rungs that keep freed memory
+_LOW = ("bf16", *_KEPT)  # the rungs that compute in fit's precision
 RUNG_LABELS = {
     "tutorial": "tutorial\nloop",
     "preloaded": "preloaded\ntensors",
@@ -95,6 +113,8 @@ RUNG_LABELS = {
     "bf16": "+ bf16\nautocast",
     "kept_memory": "+ freed memory\nkept",
     "fit": "alexnet_lib\nfit",
+    "compiled": "+ torch.compile\n(default)",
+    "compiled_max_autotune": "+ torch.compile\n(max-autotune)",
 }
 
 
@@ -202,16 +222,20 @@ class DeviceLoop(_Loop):
     """Batches built on the device by a :class:`DeviceLoader`, with optional channels_last and autocast.
 
     ``sync_every_step=True`` keeps the tutorial's ``loss.item()`` after each step; otherwise the losses
-    stay on the device until the end of the run.
+    stay on the device until the end of the run. ``compile``: a ``torch.compile`` mode ('default',
+    'max-autotune', ...) for the model's forward (and the backward AOTAutograd derives from it); the
+    first step compiles.
     """
 
     def __init__(self, model, device, data: ImageData, image_size: int, batch_size: int, *,
                  channels_last: bool = False, amp: torch.dtype | None = None, sync_every_step: bool = True,
-                 name: str = "device_batches", seed: int = 0):
+                 name: str = "device_batches", seed: int = 0, compile: str | None = None):
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         super().__init__(model, device)
         self.name, self.amp, self.sync_every_step, self.batch_size = name, amp, sync_every_step, batch_size
+        # the compiled wrapper shares the model's parameters: the optimizer steps the same tensors
+        self.forward = self.model if compile is None else torch.compile(self.model, mode=compile)
         self.loader = DeviceLoader(data, batch_size, shuffle=True, device=device, image_size=image_size,
                                    drop_last=True, channels_last=channels_last, seed=seed)
         self.epoch = 0
@@ -232,7 +256,7 @@ class DeviceLoop(_Loop):
         for _ in range(k):
             x, y = self._batch()
             with autocast(dev, self.amp):
-                loss = self.loss_fn(self.model(x).float(), y)
+                loss = self.loss_fn(self.forward(x).float(), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -292,6 +316,7 @@ class LoopResult:
     cpu: list = field(default_factory=list)
     faults: list = field(default_factory=list)  # page faults in each round (None: not counted)
     steps: list = field(default_factory=list)  # training steps in each round
+    warmup_s: float | None = None  # wall seconds of the warm-up steps (a compiled rung compiles in them)
 
     @property
     def rates(self) -> list[float]:
@@ -391,13 +416,14 @@ class LadderResult:
         head = (f"{self.model} at {self.image_size} px, batch {self.batch_size}, {self.device}, "
                 f"{self.threads} threads, {self.train_flops / 1e9:.3f} GFLOP per training image; "
                 "peak GFLOP/s " + ", ".join(f"{k} {v:,.0f}" for k, v in self.peak_detail.items()))
-        lines = [head, f"{'loop':<16}{'img/s':>9}{'x ' + base:>12}{'(range)':>12}{'img/cpu-s':>11}"
+        w = max(16, 1 + max(map(len, self.results)))  # the name column
+        lines = [head, f"{'loop':<{w}}{'img/s':>9}{'x ' + base:>12}{'(range)':>12}{'img/cpu-s':>11}"
                        f"{'GFLOP/s':>10}{'MFU':>8}{'MFU(cpu)':>10}{'cores':>7}{'faults/step':>13}  precision"]
         for name, r in self.results.items():
             c = self.compare(name, base)
             span = f"{c['low']:.2f}-{c['high']:.2f}"
             faults = "n/a" if r.faults_per_step is None else f"{r.faults_per_step:,.0f}"
-            lines.append(f"{name:<16}{r.rate:>9.1f}{c['median']:>12.2f}{span:>12}{r.cpu_rate:>11.1f}"
+            lines.append(f"{name:<{w}}{r.rate:>9.1f}{c['median']:>12.2f}{span:>12}{r.cpu_rate:>11.1f}"
                          f"{self.gflops(name):>10.1f}{self.mfu(name):>8.1%}{self.mfu_cpu(name):>10.1%}"
                          f"{r.cpus:>7.2f}{faults:>13}  {self.precision[name]}")
         known = {k: v for k, v in self.memory.items() if v is not None}
@@ -418,10 +444,13 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
     {(dtype name, kind): [GFLOP per CPU-second in each round]}), dtype name 'fp32', 'bf16' or 'fp16', kind
     'matmul' or 'conv'."""
     results = {lp.name: LoopResult(lp.name) for lp in loops}
+    width = max(map(len, results), default=0)
     peak, peak_cpu = {}, {}
     for lp in loops:
         if warmup:
+            t = time.perf_counter()
             lp.run(warmup)
+            results[lp.name].warmup_s = time.perf_counter() - t
     for r in range(warmup_rounds):
         for lp in loops if r % 2 == 0 else loops[::-1]:
             lp.run(steps)
@@ -433,7 +462,7 @@ def measure_loops(loops: list, steps: int, rounds: int, warmup: int = 1, peak_dt
             res.images.append(n), res.wall.append(wall), res.cpu.append(cpu)
             res.faults.append(faults), res.steps.append(steps)
             if log:
-                log(f"  round {r + 1}/{rounds} {lp.name:<15} {n / wall:8.1f} img/s")
+                log(f"  round {r + 1}/{rounds} {lp.name:<{width}} {n / wall:8.1f} img/s")
         for dt in peak_dtypes:
             key = DTYPE_NAMES[dt]
             for kind in ("matmul", "conv"):
@@ -457,23 +486,23 @@ def _rung_loop(name: str, model: str, model_kwargs: dict, device: torch.device, 
                             **common)
     if name == "fit":
         return FitLoop(net, device, data, **common)
-    amp = low if name in ("bf16", "kept_memory") else None
+    amp = low if name in _LOW else None
     return DeviceLoop(net, device, data, channels_last=name != "device_batches", amp=amp, name=name,
-                      **common)
+                      compile=COMPILED_RUNGS.get(name), **common)
 
 
 def _rung_process(conn, name: str, threads: int, spec: dict) -> None:
     """Body of a rung's process: build the loop, then answer ('run', k) with ``run(k)``, ('losses',)
     with its losses, ('memory',) with its peak memory, ('ready',) once it is built, until ('stop',).
-    The kept_memory and fit rungs keep freed memory for the life of the process: one long ``fit`` call
-    keeps it across its steps, and the ladder's calls are short."""
+    The kept_memory, fit and compiled rungs keep freed memory for the life of the process: one long
+    ``fit`` call keeps it across its steps, and the ladder's calls are short."""
     import traceback
 
     torch.set_num_threads(threads)
     with contextlib.ExitStack() as stack:
         loop, error = None, None
         try:
-            if name in ("kept_memory", "fit"):
+            if name in _KEPT:
                 stack.enter_context(keep_freed_memory())
             loop = _rung_loop(name, **spec)
         except Exception:
@@ -558,22 +587,27 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
     model, image size and batch size; interleaved, ``rounds`` x ``steps`` steps after ``warmup`` steps
     and ``warmup_rounds`` unrecorded rounds. ``isolate``: each rung in a process of its own
     (:class:`RungProcess`; the peaks are measured in this one); False runs them all here, where they
-    share the memory allocator (the kept_memory and fit rungs then keep freed memory only while they
+    share the memory allocator (the kept_memory, fit and compiled rungs then keep freed memory only while they
     run, and hand it back after every call). The processes are spawned on every platform, so (as with a
     ``DataLoader``'s spawned workers on macOS and Windows) a script that calls it with ``isolate=True``
     must do so under ``if __name__ == '__main__':``."""
     t0 = time.perf_counter()
     device = select_device(device)
-    unknown = [name for name in rungs if name not in RUNGS]
+    unknown = [name for name in rungs if name not in RUNGS and name not in COMPILED_RUNGS]
     if unknown:
-        raise ValueError(f"unknown rung {unknown[0]!r}; choose from {RUNGS}")
+        raise ValueError(f"unknown rung {unknown[0]!r}; choose from {RUNGS + tuple(COMPILED_RUNGS)}")
+    # a compiled rung compiles in its first step, and on a GPU records its CUDA graphs in the next ones
+    unrecorded, need = warmup + warmup_rounds * steps, 3 if device.type == "cuda" else 1
+    if any(name in COMPILED_RUNGS for name in rungs) and (warmup < 1 or unrecorded < need):
+        raise ValueError(f"compiled rungs need warm-up steps so that compiling is not timed: warmup >= 1 and "
+                         f"warmup + warmup_rounds * steps >= {need} (got warmup={warmup}, "
+                         f"warmup_rounds={warmup_rounds}, steps={steps})")
     data = data if data is not None else load_dataset("fashion-mnist", train=True, download=False)
     kw = dict(num_classes=data.num_classes, in_channels=data.channels, **model_kwargs)
     spec = dict(model=model, model_kwargs=kw, device=device, data=data, image_size=image_size,
                 batch_size=batch_size, seed=seed, num_workers=num_workers)
     low = amp_dtype("auto", device)
-    precision = {name: DTYPE_NAMES[low] if name in ("bf16", "kept_memory", "fit") else "fp32"
-                 for name in rungs}
+    precision = {name: DTYPE_NAMES[low] if name in _LOW else "fp32" for name in rungs}
     dtypes = [torch.float32] + ([low] if low is not None else [])
     torch.manual_seed(seed)
     flops = train_flops(get_model(model, **kw), image_size)  # also checks the model's arguments here
@@ -586,7 +620,7 @@ def ladder(model: str = "alexnet_d2l", image_size: int = 224, batch_size: int = 
                 lp.ready()
         else:
             loops = [_rung_loop(name, **spec) for name in rungs]
-            loops = [_KeptLoop(lp) if lp.name in ("kept_memory", "fit") else lp for lp in loops]
+            loops = [_KeptLoop(lp) if lp.name in _KEPT else lp for lp in loops]
         results, peaks, peaks_cpu = measure_loops(loops, steps, rounds, warmup, dtypes, device,
                                                   print if verbose else None, warmup_rounds=warmup_rounds)
         memory = ({lp.name: lp.peak_memory() for lp in loops} if isolate else {"all rungs": peak_memory()})

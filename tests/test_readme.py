@@ -46,6 +46,7 @@ def test_render_from_results(tmp_path, monkeypatch):
     assert "| `alexnet_d2l` at 224 px, batch 128 | 20.4 img/s (60% of the fp32 peak) | 71.4 img/s" in text
     assert "| 3.50x | 19.30x (18% of it reached) | 1.19x `bf16` (1.10-1.30: faster) | 12.09x |" in text
     assert "Test CPU" in text and "bf16 computed by AMX" in text
+    assert "torch.compile" not in text  # no compiled rung measured
     assert "91.00% in 50.0 s (seed 0), 91.50% in 50.0 s (seed 1)" in text
     assert "2 of 2 runs reached 90%" in text
     assert ("the time the tutorial loop needs for 6,000 images of `alexnet_small` at 32 px, measured before "
@@ -64,6 +65,33 @@ def test_render_from_results(tmp_path, monkeypatch):
                                                                image_size=32)])
     assert "measured before and after the runs (1 measurement: mean 40.0 s); time to 90% per seed: 50.0 s" \
         in readme_bench._budget(old, runs[:1])
+
+
+def test_compiled_rungs_get_a_sentence_of_their_own():
+    loop = dict(img_s=50.0, mfu=0.5, precision="bf16")
+    versus = lambda m, lo, hi, v: dict(median=m, low=lo, high=hi, verdict=v)  # noqa: E731
+    rates = (("tutorial", 29.0), ("kept_memory", 74.0), ("compiled", 63.5), ("compiled_max_autotune", 80.0),
+             ("fit", 76.0))
+    loops = {k: dict(loop, img_s=r) for k, r in rates}
+    loops["compiled"].update(compile="default", warmup_s=31.4)
+    loops["compiled_max_autotune"].update(compile="max-autotune", warmup_s=29.6)
+    row = dict(model="alexnet_d2l", image_size=224, batch_size=128, ratio_fit_vs_tutorial=2.6,
+               ceiling_ratio=2.9, peak_gflops={"fp32": 200.0, "bf16": 400.0}, loops=loops,
+               fit_vs={"tutorial": versus(2.6, 2.3, 2.8, "faster"),
+                       "compiled": versus(1.2, 1.12, 1.22, "faster"),
+                       "compiled_max_autotune": versus(0.95, 0.9, 1.01, "within noise")},
+               compiled_vs_kept_memory={"compiled": versus(0.86, 0.85, 0.88, "slower"),
+                                        "compiled_max_autotune": versus(1.08, 1.01, 1.1, "faster")})
+    text = "\n".join(readme_bench.throughput_section(dict(meta=dict(META, warmup=2, inductor_cache="empty"),
+                                                         results=[row])))
+    assert "| 0.95x `compiled_max_autotune` (0.90-1.01: within noise) |" in text  # the fastest other rung
+    assert ("`torch.compile` (the `kept_memory` loop with the model compiled; compiling happens in the "
+            "warm-up steps, which are not timed" + readme_bench._CACHE_TEXT["empty"] + "): on `alexnet_d2l` "
+            "at 224 px `compiled` (mode default) 63.5 img/s, 0.86x the speed of `kept_memory` (rounds "
+            "0.85-0.88: slower), `fit` 1.20x its speed (rounds 1.12-1.22: faster), its 2 warm-up steps with "
+            "the compiling 31 s, and `compiled_max_autotune` (mode max-autotune) 80.0 img/s, 1.08x the speed "
+            "of `kept_memory` (rounds 1.01-1.10: faster), `fit` 0.95x its speed (rounds 0.90-1.01: within "
+            "noise), its 2 warm-up steps with the compiling 30 s.") in text
 
 
 def test_intro_chapter_times_match_the_recorded_full_runs():

@@ -19,6 +19,7 @@ from alexnet_lib.models import get_model
 from alexnet_lib.speed import (
     ABLATION_COMPARE,
     ABLATIONS,
+    COMPILED_RUNGS,
     FAST_RECIPE,
     RUNGS,
     STRETCH_RECIPE,
@@ -155,6 +156,66 @@ def test_ladder_runs_each_rung_in_a_process_of_its_own(fashion):
         assert r.memory["bf16"] > 2**20 and "peak resident memory (GiB) of each process" in r.table()
     with pytest.raises(TypeError):  # the model's arguments are checked here, before any process starts
         ladder("alexnet_small", 28, 16, rungs=("bf16",), data=train, widht=0.25)
+
+
+@pytest.fixture
+def aot_eager(monkeypatch):
+    """torch.compile with the backend aot_eager (dynamo and AOTAutograd, no code generation): inductor
+    needs 20-40 s to compile even a tiny model on 2 cores, and `make bench` compiles for real. Yields the
+    modes it was called with."""
+    modes, compile = [], torch.compile
+
+    def fake(model, mode):
+        modes.append(mode)
+        return compile(model, backend="aot_eager")
+
+    monkeypatch.setattr(torch, "compile", fake)
+    yield modes
+    torch._dynamo.reset()
+
+
+def test_compiled_rungs_compile_the_kept_memory_loop_in_their_mode(fashion, aot_eager):
+    # (isolate=True, the path of `make bench`, spawns processes that the monkeypatch cannot reach)
+    train, _ = fashion
+    rungs = ("kept_memory", *COMPILED_RUNGS)
+    r = ladder("alexnet_small", 28, 16, rungs=rungs, steps=1, rounds=2, warmup=1, device="cpu", data=train,
+               isolate=False, **TINY)
+    assert aot_eager == ["default", "max-autotune"] and list(r.results) == list(rungs)
+    assert all(r.precision[k] == r.precision["kept_memory"] for k in COMPILED_RUNGS)
+    assert all(r.rate(k) > 0 and r.results[k].warmup_s > 0 for k in rungs)
+    head, *rows = r.table().splitlines()[1:1 + len(rungs)]
+    end = head.index("img/s") + len("img/s")  # the names do not push the numbers out of their column
+    assert all(row[end - 1].isdigit() and row[end] == " " for row in rows)
+    with pytest.raises(ValueError, match="warmup >= 1"):
+        ladder("alexnet_small", 28, 16, rungs=("compiled",), warmup=0, device="cpu", data=train, **TINY)
+
+
+def test_a_compiled_loop_trains_the_models_own_parameters_as_the_plain_loop_does(aot_eager):
+    data = make_image_data(n=64, size=28, classes=10)
+    cpu, losses = torch.device("cpu"), []
+    for compile in (None, "default"):
+        torch.manual_seed(0)
+        m = get_model("alexnet_small", in_channels=1, num_classes=10, dropout=0.0, **TINY)
+        before = [p.detach().clone() for p in m.parameters()]
+        lp = DeviceLoop(m, cpu, data, 28, 16, channels_last=True, amp=torch.bfloat16, compile=compile)
+        lp.run(3)
+        assert lp.model is m and m.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert all(not torch.equal(a, b) for a, b in zip(before, m.parameters()))  # the optimizer steps them
+        m.eval()
+        x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(lp.forward(x), m(x))  # and the compiled forward reads them
+        losses.append(lp.losses)
+    assert aot_eager == ["default"]
+    assert losses[1] == pytest.approx(losses[0], rel=2e-2)  # same batches, same arithmetic up to rounding
+
+
+def test_throughput_command_measures_the_compiled_rungs_only_when_asked():
+    from bench.throughput import rungs_to_measure
+
+    assert rungs_to_measure(True, False) == list(RUNGS)
+    assert rungs_to_measure(False, False) == ["tutorial", "fit"]
+    assert rungs_to_measure(True, True) == [*RUNGS[:-1], *COMPILED_RUNGS, "fit"]
+    assert rungs_to_measure(False, True) == ["tutorial", *COMPILED_RUNGS, "fit"]
 
 
 def test_time_to_accuracy_reports_times_and_target(fashion):

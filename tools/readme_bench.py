@@ -3,7 +3,7 @@
     python tools/readme_bench.py            # rewrite README.md between the bench-results markers
     python tools/readme_bench.py --check    # exit 1 if README.md is not what the results say (a test)
 
-Reads ``bench/results/throughput.json`` (``python -m bench.throughput --ladder --json ...``),
+Reads ``bench/results/throughput.json`` (``python -m bench.throughput --ladder --compile --json ...``),
 ``bench/results/time_to_accuracy.json`` (``python -m bench.time_to_accuracy --seeds 0 1 2 --json ...``)
 and ``bench/results/time_to_accuracy_stretch.json`` (the same with ``--recipe stretch``); ``make bench``
 writes all three and then runs this script.
@@ -47,7 +47,42 @@ def throughput_section(doc: dict) -> list[str]:
             f"| {fit['img_s']:.1f} img/s ({fit['mfu']:.0%} of the {fit['precision']} peak) "
             f"| {r['ratio_fit_vs_tutorial']:.2f}x | {r['ceiling_ratio']:.2f}x ("
             f"{r['ratio_fit_vs_tutorial'] / r['ceiling_ratio']:.0%} of it reached) | {_versus(r)} | {bf16} |")
+    compiled = [_compiled(r, meta.get("warmup")) for r in results
+                if any(v.get("compile") for v in r["loops"].values())]
+    if compiled:
+        cache = _CACHE_TEXT.get(meta.get("inductor_cache"), "")
+        lines += ["", "`torch.compile` (the `kept_memory` loop with the model compiled; compiling happens in "
+                  f"the warm-up steps, which are not timed{cache}): " + "; ".join(compiled) + "."]
     return lines
+
+
+_CACHE_TEXT = {  # meta['inductor_cache'] of bench/throughput.py --compile
+    "empty": ", with an Inductor cache empty at the start of the run (the rungs share it, so a later compile "
+             "can reuse kernels of an earlier one)",
+    "given": ", with the Inductor cache in TORCHINDUCTOR_CACHE_DIR"}
+
+
+def _ratio(c: dict, of: str) -> str:
+    return f"{c['median']:.2f}x {of} (rounds {c['low']:.2f}-{c['high']:.2f}: {c['verdict']})"
+
+
+def _compiled(r: dict, warmup: int | None) -> str:
+    """Each compiled rung of one model (the rungs whose loop records a compile mode): its images/s, its
+    speed over kept_memory, fit's over it, and how long its warm-up steps took."""
+    each = []
+    for k, v in r["loops"].items():
+        if not v.get("compile"):
+            continue
+        text = f"`{k}` (mode {v['compile']}) {v['img_s']:.1f} img/s"
+        if c := r.get("compiled_vs_kept_memory", {}).get(k):
+            text += f", {_ratio(c, 'the speed of `kept_memory`')}"
+        if c := r.get("fit_vs", {}).get(k):
+            text += f", `fit` {_ratio(c, 'its speed')}"
+        if v.get("warmup_s") is not None:
+            text += (f", its {warmup} warm-up steps with the compiling {v['warmup_s']:.0f} s" if warmup else
+                     f", its warm-up steps with the compiling {v['warmup_s']:.0f} s")
+        each.append(text)
+    return f"on `{r['model']}` at {r['image_size']} px " + ", and ".join(each)
 
 
 def _versus(r: dict) -> str:
