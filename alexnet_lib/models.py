@@ -382,9 +382,10 @@ class AlexNetSmall(_Checked):
 class LeNet5(_Checked):
     """LeNet-5 (LeCun et al., 1998) as usually taught: 6@5x5 -> pool -> 16@5x5 -> pool -> 120 -> 84 -> 10.
 
-    ``modern=False``: sigmoid and 2x2 average pooling (the classic net); ``modern=True``: ReLU and max
-    pooling, the two changes AlexNet made popular. conv1 is padded by 2 so 28 px inputs give the 32 px
-    geometry of the original (28 -> 28 -> 14 -> 10 -> 5).
+    ``modern=False``: sigmoid and 2x2 average pooling (the classic net); ``modern=True``: ReLU, which
+    AlexNet made popular, and max pooling (AlexNet's windows overlap, 3x3 with stride 2; here 2x2 with
+    stride 2). conv1 is padded by 2 so 28 px inputs give the 32 px geometry of the original
+    (28 -> 28 -> 14 -> 10 -> 5).
     """
 
     default_input_size = 28
