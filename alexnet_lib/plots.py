@@ -316,14 +316,19 @@ def show_lrn_effect(maps: torch.Tensor, k: float = 2.0, n: int = 5, alpha: float
     lo, up = max(0, c0 - half), min(maps.shape[0] - 1, c0 + (int(n) - 1 - half))
     den = (k + alpha * sq[0, lo:up + 1].sum(0)).pow(beta)
     ax = axes[0, -1]
-    im = ax.imshow(den.numpy(), cmap="magma")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    # colour scale and histogram start at 0, so a divisor that barely varies looks constant, as it is
+    im = ax.imshow(den.numpy(), cmap="magma", vmin=0, vmax=float(den.max()))
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    bar.formatter.set_useOffset(False)
+    bar.update_ticks()
     ax.set_title(f"divisor at channel {c0}\n(k + α Σ a²)^β", fontsize=8)
     ax.axis("off")
     ax = axes[1, -1]
     pos = maps > 0
     ratio = (1 / divisor[pos]).numpy() if pos.any() else []
-    ax.hist(ratio, bins=40, color="tab:blue")
+    top = 1.05 * max(k ** -beta if k > 0 else 0.0, float(ratio.max()) if len(ratio) else 0.0, 1e-12)
+    ax.hist(ratio, bins=40, range=(0, top), color="tab:blue")
+    ax.set_xlim(0, top)
     ax.axvline(k ** -beta if k > 0 else 0, color="k", lw=0.8, ls="--", label="k^-β")
     ax.set_title("output / input", fontsize=8)
     ax.tick_params(labelsize=7)
