@@ -79,8 +79,8 @@ def _compiled(r: dict, warmup: int | None) -> str:
         if c := r.get("fit_vs", {}).get(k):
             text += f", `fit` {_ratio(c, 'its speed')}"
         if v.get("warmup_s") is not None:
-            text += (f", its {warmup} warm-up steps with the compiling {v['warmup_s']:.0f} s" if warmup else
-                     f", its warm-up steps with the compiling {v['warmup_s']:.0f} s")
+            steps = f"{warmup} warm-up steps" if warmup else "warm-up steps"
+            text += f", its {steps} with the compiling {v['warmup_s']:.0f} s"
         each.append(text)
     return f"on `{r['model']}` at {r['image_size']} px " + ", and ".join(each)
 
