@@ -42,6 +42,7 @@ __all__ = [
     "gradient_norms",
     "four_layer_net",
     "train_error_curve",
+    "diverged",
     "running_mean",
     "steps_to_error",
     "dead_units",
@@ -239,6 +240,8 @@ def train_error_curve(model: nn.Module, batches, steps: int, lr: float, momentum
     (e.g. a shuffling :class:`~alexnet_lib.data.DeviceLoader`), iterated again as often as needed;
     its ``set_epoch(e)`` is called before pass ``e`` if it has one. ``amp_dtype``: e.g.
     ``torch.bfloat16`` to run the forward pass under autocast (``alexnet_lib.device.autocast_dtype``).
+    A run whose learning rate is too high can diverge: the steps go on, and the errors recorded after the
+    weights became NaN are those of NaN logits; check the model with :func:`diverged` afterwards.
     """
     _module(model)
     integer(steps, "steps", hint="SGD steps to run, e.g. steps=300")
@@ -295,6 +298,14 @@ def steps_to_error(errors: Sequence[float], threshold: float, window: int = 25) 
 
 
 @torch.no_grad()
+def diverged(model: nn.Module) -> bool:
+    """True if any parameter or buffer of ``model`` is NaN or infinite: its training diverged."""
+    _module(model)
+    return not all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers())
+                   if t.is_floating_point())
+
+
+@torch.no_grad()
 def dead_units(model: nn.Module, x: torch.Tensor, kinds: tuple[type[nn.Module], ...] = (nn.ReLU,)
                ) -> dict[str, tuple[int, int]]:
     """ReLU units of ``model`` that output 0 for every input in the batch ``x``.
@@ -313,6 +324,11 @@ def dead_units(model: nn.Module, x: torch.Tensor, kinds: tuple[type[nn.Module], 
         raise TypeError(f"kinds must be a tuple of nn.Module classes, got {kinds!r}; e.g. kinds=(nn.ReLU,)")
     with capture_outputs(model, kinds) as outputs:
         model(x)
+    bad = [name for name, out in outputs.items() if not bool(torch.isfinite(out).all())]
+    if bad:
+        raise ValueError(f"the outputs of {', '.join(bad)} contain NaN or inf on x, so which units are "
+                         "dead is undefined (NaN is not 0); if the model was trained, its training diverged: "
+                         "check diverged(model) before counting dead units")
     counts = {}
     for name, out in outputs.items():
         fired = out > 0

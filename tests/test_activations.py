@@ -15,6 +15,7 @@ from alexnet_lib.activations import (  # noqa: E402
     dead_units,
     deep_stack,
     derivative,
+    diverged,
     four_layer_net,
     gradient_norms,
     init_weights,
@@ -116,6 +117,24 @@ def test_dead_units_counts_channels_and_features():
     assert dead_fraction(model, x) == pytest.approx(5 / 10)
     assert model.training  # mode restored
     assert dead_fraction(nn.Sequential(nn.Linear(3, 3)), torch.randn(2, 3)) == 0.0
+
+
+def test_dead_units_refuses_a_diverged_model():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+    assert not diverged(model)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")  # what a too-high learning rate leaves behind
+    assert diverged(model)
+    with pytest.raises(ValueError, match=r"outputs of 1 contain NaN or inf.*diverged\(model\)"):
+        dead_units(model, torch.ones(2, 3))
+
+
+def test_too_high_a_rate_makes_training_diverge():
+    torch.manual_seed(0)
+    net = init_weights(four_layer_net("relu"), "paper")
+    batches = [(torch.randn(8, 1, 28, 28) * 50, torch.randint(0, 10, (8,)))]
+    train_error_curve(net, batches, 5, lr=1e6)
+    assert diverged(net)
 
 
 def test_running_mean_and_steps_to_error():

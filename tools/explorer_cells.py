@@ -90,7 +90,7 @@ after layer 1 to 0.15 after layer 20).""",
         f"""### Explore: masks and scaling without a kernel
 
 The sliders above need a running kernel. The explorer below applies dropout to a stored vector of 16
-activations in the page. {STATIC}
+activations. {STATIC}
 
 Things to try: press **New mask** a few times: each mask keeps a different subset, and the kept units are
 divided by $1-p$ (inverted dropout), so the output sum equals the input sum on average (one mask over 16
@@ -105,22 +105,23 @@ its expected value, and the more so the more masks are averaged.""",
         "augmentation", ("before", "## 5.3"),
         f"""### Explore: crop, flip and colour shift in the page
 
-A small synthetic picture (48×48, drawn by the cell) with a 40×40 crop window, a horizontal flip and the
-PCA colour shift $\\sum_i \\mathbf p_i \\alpha_i \\lambda_i$ with the ImageNet eigenvalues and eigenvectors
-of `alexnet_lib.augment` (the same shift as `FancyPCA.shift`).
+A small synthetic picture (48×48, drawn by `alexnet_lib.explore.demo_image`) with a 40×40 crop window, a
+horizontal flip and the PCA colour shift $\\sum_i \\mathbf p_i \\alpha_i \\lambda_i$ with the ImageNet
+eigenvalues and eigenvectors of `alexnet_lib.augment` (the same shift as `FancyPCA.shift`).
 {STATIC} (The sliders of section 5.7 need a running kernel.)
 
 Things to try: **Draw like the paper** draws $\\alpha_i \\sim \\mathcal N(0, 0.1^2)$, a random crop and a coin
 for the flip; the printed shift is a few grey levels out of 255. Move $\\alpha_1$ to ±1 (ten standard
 deviations): the first eigenvector, almost equal in R, G and B, makes the whole image brighter or darker;
-$\\alpha_2$ and $\\alpha_3$ change the hue, but their eigenvalues are about 12 and 48 times smaller.""",
+$\\alpha_2$ and $\\alpha_3$ change the hue, but their eigenvalues are about {{glue:text}}`imagenet_ratio` and
+{{glue:text}}`imagenet_ratio3` times smaller.""",
         "# explorer: augmentation\nfrom alexnet_lib.explore import augmentation\n\naugmentation()",
     )],
     "06_lrn_vs_batchnorm.ipynb": [(
-        "lrn", ("before", "def lrn_explorer("),
+        "lrn", ("before", "## Summary"),
         f"""### Explore: when LRN is a constant factor
 
-The widget after this one needs a running kernel. The explorer below applies the paper's LRN (the formula
+The widget above redraws only with a running kernel. The explorer below applies the paper's LRN (the formula
 of `alexnet_lib.LocalResponseNorm`) to the 32 first channels at one position of conv1 + ReLU of the
 paper's network (its initialisation, seeded) on a small demo image, with inputs either normalised or
 centred raw pixels (values 0..255 minus ImageNet's mean colour, the paper's input scale). {STATIC}
