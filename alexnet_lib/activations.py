@@ -326,9 +326,9 @@ def dead_units(model: nn.Module, x: torch.Tensor, kinds: tuple[type[nn.Module], 
         model(x)
     bad = [name for name, out in outputs.items() if not bool(torch.isfinite(out).all())]
     if bad:
-        raise ValueError(f"the outputs of {', '.join(bad)} contain NaN or inf on x, so which units are "
-                         "dead is undefined (NaN is not 0); if the model was trained, its training diverged: "
-                         "check diverged(model) before counting dead units")
+        raise ValueError(f"the outputs of module(s) {', '.join(bad)} (names as in model.named_modules()) "
+                         "contain NaN or inf on x, so which units are dead is undefined (NaN is not 0); if "
+                         "the model was trained, its training diverged: check diverged(model) first")
     counts = {}
     for name, out in outputs.items():
         fired = out > 0
