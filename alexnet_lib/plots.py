@@ -528,7 +528,9 @@ def plot_ladder(result, labels: dict | None = None, title: str | None = None, fi
         ax2.legend(fontsize=7, loc="lower right")
     ax2.set_xticks(pos, [t.replace("\n", " ") for t in ticks], fontsize=7, rotation=30, ha="right")
     ax2.set_ylabel("model FLOP utilisation (%)")
-    ax2.set_title("achieved / peak FLOP/s (grey: fp32, orange: bf16)", fontsize=9)
+    low = sorted({result.precision[n] for n in names} - {"fp32"})  # bf16, or fp16 on a GPU without bf16
+    key = "grey: fp32" + "".join(f", orange: {p}" for p in low)
+    ax2.set_title(f"achieved / peak FLOP/s ({key})", fontsize=9)
     fig.tight_layout()
     return fig
 

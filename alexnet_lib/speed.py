@@ -31,7 +31,7 @@ rung                  what changes
 ====================  ==============================================================================
 
 Two more rungs are measured only when asked for (:data:`COMPILED_RUNGS`; ``python -m bench.throughput
---ladder --compile``), because their first step compiles the model (tens of seconds on a 2-core CPU;
+--ladder --compile``), because their first step compiles the model (far longer than a training step;
 the ladder records each loop's warm-up time in :attr:`LoopResult.warmup_s`, and a compiled rung needs
 warm-up steps, so that compiling is not timed):
 
