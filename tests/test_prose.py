@@ -55,6 +55,7 @@ ALLOWED: list[tuple[str, str, str]] = [
     ("book/paper.md", "25.7%", "paper, Table 1"),
     ("book/paper.md", "37.5%", "paper, Table 1"),
     ("notebooks/08_training_fast.ipynb", "37.5%", "paper, Table 1 (ILSVRC-2010 test top-1 error)"),
+    ("notebooks/08_training_fast.ipynb", "62.5%", "100% minus the paper's 37.5% top-1 error (Table 1)"),
     ("book/paper.md", "17.0%", "paper, Table 1"),
     ("book/paper.md", "26.2%", "paper, Table 2"),
     ("book/paper.md", "40.7%", "paper, Table 2"),
